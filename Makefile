@@ -1,0 +1,55 @@
+# PrepIQ ML platform. `make train` runs the main job, `make test` the checks and tests.
+# Every target builds or refreshes .venv first when it is missing or the pins changed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STUDENTS ?= 2000
+SEED ?= 42
+
+.PHONY: venv train seed test lint typecheck pytest lock bench-seed clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first: the pin takes the CPU wheel from the machine's wheel folder.
+	$(BIN)/pip install --quiet "$$(grep -E '^torch==' requirements.lock)"
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/pre-commit install --install-hooks >/dev/null 2>&1 || true
+	@touch $(STAMP)
+
+train: venv
+	$(BIN)/prepiq db upgrade
+	$(BIN)/prepiq seed --students $(STUDENTS) --seed $(SEED) --if-empty
+
+seed: venv
+	$(BIN)/prepiq seed --students $(STUDENTS) --seed $(SEED) --reset
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+pytest: venv
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+lock:
+	rm -rf /tmp/prepiq-lock-venv && $(PYTHON) -m venv /tmp/prepiq-lock-venv
+	/tmp/prepiq-lock-venv/bin/pip install --quiet "$$(grep -E '^torch==' requirements.in)"
+	/tmp/prepiq-lock-venv/bin/pip install --quiet -r requirements.in
+	{ head -2 requirements.lock; /tmp/prepiq-lock-venv/bin/pip freeze; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+bench-seed: venv
+	$(BIN)/python benchmarks/seed.py
+
+clean:
+	rm -rf .prepiq .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,119 @@
+"""One typed settings object for where things are, and `params.yaml` for what a data
+scientist tunes.
+
+Settings come from environment variables (validated once, here); the defaults make
+everything run locally with nothing set: an embedded SQLite source and MLflow store
+under `PREPIQ_HOME` (`.prepiq/` in the repository).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.exceptions import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Switches that keep every library of the stack from phoning home or writing to the
+# user's home directory (see the stack notes): set unless the environment says otherwise.
+OFFLINE_ENV: dict[str, str] = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Settings(BaseSettings):
+    """Where the platform's data, stores and services are. Read from `PREPIQ_*` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="PREPIQ_", extra="ignore")
+
+    home: Path = Field(
+        default=PROJECT_ROOT / ".prepiq",
+        description="Folder for the embedded source database, MLflow store and Prefect home.",
+    )
+    source_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the PrepIQ source database (Supabase/PostgreSQL). "
+        "Default: the embedded SQLite file under PREPIQ_HOME.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PREPIQ_MLFLOW_TRACKING_URI"),
+        description="MLflow tracking server or store. Default: SQLite under PREPIQ_HOME.",
+    )
+    params_file: Path = Field(default=PROJECT_ROOT / "params.yaml")
+
+    # Connection pooling for PostgreSQL, shared by every component that opens the source.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    db_pool_pre_ping: bool = True
+    db_pool_recycle_seconds: int = Field(default=1800, ge=-1)
+    db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
+    db_connect_timeout_seconds: int = Field(default=10, ge=1)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def resolved_source_url(self) -> str:
+        """The source database URL, defaulting to the embedded SQLite file."""
+        return self.source_url or f"sqlite:///{self.home / 'source.db'}"
+
+    @property
+    def resolved_tracking_uri(self) -> str:
+        """The MLflow tracking URI, defaulting to a SQLite store under PREPIQ_HOME."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def ground_truth_dir(self) -> Path:
+        """Where the synthetic generator keeps its ground truth (never read by training)."""
+        return self.home / "ground_truth"
+
+    def apply_environment(self) -> None:
+        """Set the offline switches and the tool homes, unless already set by the user."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)
+        os.environ.setdefault("PREFECT_HOME", str(self.home / "prefect"))
+        os.environ.setdefault("BENTOML_HOME", str(self.home / "bentoml"))
+        os.environ.setdefault("MLFLOW_TRACKING_URI", self.resolved_tracking_uri)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def load_params(path: Path | None = None) -> dict[str, Any]:
+    """Read `params.yaml` (the data scientist's knobs) as a plain mapping."""
+    params_path = path or get_settings().params_file
+    try:
+        loaded = yaml.safe_load(params_path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"params file not found: {params_path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {params_path} is not valid YAML: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"params file {params_path} must hold a mapping at the top level")
+    return loaded

@@ -1,0 +1,30 @@
+"""One exception hierarchy. Every message says what is wrong and, where it can, what to do;
+the CLI prints it on one line and exits with the error's exit code (no traceback)."""
+
+from __future__ import annotations
+
+
+class PrepIQError(Exception):
+    """Base of every error a user of the platform can act on."""
+
+    exit_code: int = 2
+
+
+class ConfigError(PrepIQError):
+    """A setting, a parameter or a command-line value is wrong."""
+
+
+class UnsupportedURLError(ConfigError):
+    """A database URL of a scheme the platform cannot use."""
+
+
+class SourceUnavailableError(PrepIQError):
+    """The source database cannot be reached (names the host and the driver's error)."""
+
+
+class ContractError(PrepIQError):
+    """A database does not follow the PrepIQ data contract (missing table or column)."""
+
+
+class SourceNotEmptyError(PrepIQError):
+    """Seeding would mix synthetic rows into a database that already holds data."""

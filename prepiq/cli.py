@@ -1,0 +1,205 @@
+"""`prepiq`: the one entry point for people, Makefile, DVC and CI.
+
+Errors a user can act on (a bad value, an unreachable database, a URL of the wrong kind)
+print one line naming the problem and exit with code 2; no traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, datetime
+from typing import Annotated
+
+import typer
+
+# Typer 0.29 vendors click; its exceptions live here (pinned in requirements.lock).
+from typer._click import exceptions as click_exceptions
+
+from core.config import get_settings
+from core.exceptions import PrepIQError
+from core.logging import configure_logging, get_logger
+
+app = typer.Typer(
+    name="prepiq",
+    help="PrepIQ ML platform: data, training, registry and serving for the PrepIQ app.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+db_app = typer.Typer(help="Apply the data-contract migrations to a database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        help="Database URL (sqlite:///PATH or postgresql+psycopg://USER:PASS@HOST:PORT/DB). "
+        "Default: PREPIQ_SOURCE_URL, else the embedded SQLite source.",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def _setup() -> None:
+    settings = get_settings()
+    settings.apply_environment()
+    configure_logging(settings.log_level, settings.log_format)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    url: UrlOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision.")] = "head",
+) -> None:
+    """Create or migrate the contract tables in a database (any supported URL)."""
+    from core.database import get_engine
+    from core.security import redact_url
+    from features.migrate import upgrade
+
+    engine = get_engine(url)
+    at = upgrade(engine, revision)
+    get_logger("prepiq.db").info("migrated", database=redact_url(str(engine.url)), revision=at)
+    typer.echo(f"{redact_url(engine.url.render_as_string(hide_password=False))} is at revision {at}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    url: UrlOption = None,
+    revision: Annotated[str, typer.Option(help="Target revision ('base' drops the contract).")] = "base",
+) -> None:
+    """Migrate a database down (default: remove every contract table)."""
+    from core.database import get_engine
+    from features.migrate import downgrade
+
+    engine = get_engine(url)
+    at = downgrade(engine, revision)
+    typer.echo(f"{engine.url.render_as_string(hide_password=True)} is at revision {at or 'base'}")
+
+
+@db_app.command("current")
+def db_current(url: UrlOption = None) -> None:
+    """Print the migration revision a database is at."""
+    from core.database import check_connection, get_engine
+    from features.migrate import current_revision, head_revision
+
+    engine = get_engine(url)
+    check_connection(engine)
+    at = current_revision(engine)
+    typer.echo(f"{at or 'base'} (code head: {head_revision()})")
+
+
+def _parse_date(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected YYYY-MM-DD, got {value!r}", param_hint="'--end-date'"
+        ) from exc
+
+
+@app.command()
+def seed(
+    students: Annotated[int, typer.Option(min=1, help="Number of students to simulate.")] = 2000,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; same seed, same rows.")] = 42,
+    days: Annotated[int, typer.Option(min=60, help="Days of app history to simulate.")] = 180,
+    end_date: Annotated[
+        str | None,
+        typer.Option(help="Last day of the history (YYYY-MM-DD). Default: today (UTC)."),
+    ] = None,
+    url: UrlOption = None,
+    reset: Annotated[bool, typer.Option(help="Empty the contract tables first.")] = False,
+    if_empty: Annotated[
+        bool, typer.Option(help="Do nothing when the source already holds users.")
+    ] = False,
+) -> None:
+    """Fill a contract database with realistic synthetic PrepIQ data (ground truth apart)."""
+    from core.database import get_engine
+    from core.security import redact_url
+    from features.migrate import upgrade
+    from synthetic.generator import seed_source, source_user_count
+
+    end = _parse_date(end_date)
+    settings = get_settings()
+    engine = get_engine(url)
+    log = get_logger("prepiq.seed")
+    if url is None:
+        upgrade(engine)  # the embedded default is ours to create
+    if if_empty and not reset:
+        from features.migrate import require_contract
+
+        require_contract(engine)
+        existing = source_user_count(engine)
+        if existing:
+            typer.echo(f"source already holds {existing} users; not seeding (use --reset)")
+            return
+    summary = seed_source(
+        engine,
+        students=students,
+        seed=seed,
+        days=days,
+        end_date=end,
+        reset=reset,
+        truth_dir=settings.ground_truth_dir,
+        progress=lambda done, total: log.info("seeding", students_done=done, students=total),
+    )
+    log.info("seeded", database=redact_url(str(engine.url)), **summary.rows, seconds=summary.seconds)
+    total = sum(summary.rows.values())
+    typer.echo(
+        f"seeded {students} students ({total:,} rows, {summary.window_start}..{summary.window_end}) "
+        f"in {summary.seconds:.1f}s; ground truth in {summary.truth_dir}"
+    )
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
+) -> None:
+    """Open the MLflow UI on the project's tracking store (127.0.0.1 only)."""
+    import os
+    import subprocess
+
+    settings = get_settings()
+    uri = settings.resolved_tracking_uri
+    if not uri.startswith(("sqlite", "postgresql", "mysql")):
+        raise PrepIQError(f"MLFLOW_TRACKING_URI {uri!r} is a server already: open it in a browser")
+    artifacts = settings.home / "mlartifacts"
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl+C stops it")
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", uri,
+        "--default-artifact-root", str(artifacts),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 usage or user error)."""
+    try:
+        app(args=argv, prog_name="prepiq", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+        return 0
+    except click_exceptions.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "prepiq"
+        message = " ".join(exc.format_message().split())
+        typer.echo(f"{command}: error: {message}", err=True)
+        return 2
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except PrepIQError as exc:
+        typer.echo(f"prepiq: error: {exc}", err=True)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Fast bulk loading of column arrays into contract tables, in one transaction.
+
+PostgreSQL gets COPY (psycopg 3); SQLite gets `executemany` on the raw connection with
+values already in the text form SQLAlchemy itself stores, so the ORM reads them back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from sqlalchemy import JSON, Boolean, Date, DateTime, Engine, Table
+from sqlalchemy.sql.type_api import TypeEngine
+
+from core.database import is_postgres
+from features.schema import Base
+
+Column = np.ndarray | Sequence[Any]
+
+
+def _to_python(values: Column, sql_type: TypeEngine[Any], postgres: bool) -> list[Any]:
+    """Convert one column to the Python values the driver takes."""
+    if isinstance(sql_type, DateTime):
+        text = np.datetime_as_string(np.asarray(values, dtype="datetime64[us]"), unit="us")
+        text = np.char.add(text, "+00:00") if postgres else np.char.replace(text, "T", " ")
+        return text.tolist()  # type: ignore[no-any-return]
+    if isinstance(sql_type, Date):
+        return np.datetime_as_string(np.asarray(values, dtype="datetime64[D]")).tolist()  # type: ignore[no-any-return]
+    if isinstance(sql_type, JSON):
+        return [json.dumps(v) for v in values]
+    if isinstance(values, np.ndarray):
+        converted: list[Any] = values.tolist()
+    else:
+        converted = list(values)
+    if isinstance(sql_type, Boolean) and not postgres:
+        return [None if v is None else int(v) for v in converted]
+    return converted
+
+
+class BulkLoader:
+    """Loads whole columns into tables through one DBAPI connection and transaction."""
+
+    def __init__(self, dbapi_connection: Any, postgres: bool) -> None:
+        self._conn = dbapi_connection
+        self._postgres = postgres
+        self.rows_written: dict[str, int] = {}
+
+    def load(self, table_name: str, columns: dict[str, Column]) -> int:
+        """Insert the rows given column by column; returns how many."""
+        table: Table = Base.metadata.tables[table_name]
+        names = list(columns)
+        values = [_to_python(columns[n], table.c[n].type, self._postgres) for n in names]
+        n_rows = len(values[0]) if values else 0
+        if n_rows == 0:
+            return 0
+        cursor = self._conn.cursor()
+        try:
+            if self._postgres:
+                statement = f"COPY {table_name} ({', '.join(names)}) FROM STDIN"
+                with cursor.copy(statement) as copy:
+                    for row in zip(*values, strict=True):
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" for _ in names)
+                cursor.executemany(
+                    f"INSERT INTO {table_name} ({', '.join(names)}) VALUES ({marks})",
+                    zip(*values, strict=True),
+                )
+        finally:
+            cursor.close()
+        self.rows_written[table_name] = self.rows_written.get(table_name, 0) + n_rows
+        return n_rows
+
+    def reset_sequences(self, tables: Sequence[str]) -> None:
+        """After loading explicit ids, move PostgreSQL identity sequences past them."""
+        if not self._postgres:
+            return
+        cursor = self._conn.cursor()
+        try:
+            for name in tables:
+                cursor.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
+                    f"COALESCE((SELECT MAX(id) FROM {name}), 0) + 1, false)"
+                )
+        finally:
+            cursor.close()
+
+
+@contextmanager
+def bulk_loader(engine: Engine) -> Iterator[BulkLoader]:
+    """A loader whose rows are committed together at the end, or not at all."""
+    raw = engine.raw_connection()
+    try:
+        postgres = is_postgres(engine)
+        if not postgres:
+            raw.driver_connection.execute("BEGIN")  # type: ignore[union-attr]
+        loader = BulkLoader(raw.driver_connection, postgres)
+        yield loader
+        raw.commit()
+    except BaseException:
+        raw.rollback()
+        raise
+    finally:
+        raw.close()
