@@ -306,9 +306,7 @@ class UserPreference(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
-        CheckConstraint(
-            "preferred_difficulty IN ('easy','medium','hard')", name="difficulty_set"
-        ),
+        CheckConstraint("preferred_difficulty IN ('easy','medium','hard')", name="difficulty_set"),
         CheckConstraint("daily_goal_minutes > 0", name="goal_positive"),
         Index(None, "updated_at"),
     )

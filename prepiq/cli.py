@@ -61,13 +61,17 @@ def db_upgrade(
     engine = get_engine(url)
     at = upgrade(engine, revision)
     get_logger("prepiq.db").info("migrated", database=redact_url(str(engine.url)), revision=at)
-    typer.echo(f"{redact_url(engine.url.render_as_string(hide_password=False))} is at revision {at}")
+    typer.echo(
+        f"{redact_url(engine.url.render_as_string(hide_password=False))} is at revision {at}"
+    )
 
 
 @db_app.command("downgrade")
 def db_downgrade(
     url: UrlOption = None,
-    revision: Annotated[str, typer.Option(help="Target revision ('base' drops the contract).")] = "base",
+    revision: Annotated[
+        str, typer.Option(help="Target revision ('base' drops the contract).")
+    ] = "base",
 ) -> None:
     """Migrate a database down (default: remove every contract table)."""
     from core.database import get_engine
@@ -104,7 +108,9 @@ def _parse_date(value: str | None) -> date | None:
 @app.command()
 def seed(
     students: Annotated[int, typer.Option(min=1, help="Number of students to simulate.")] = 2000,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Random seed; same seed, same rows.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="Random seed; same seed, same rows.")
+    ] = 42,
     days: Annotated[int, typer.Option(min=60, help="Days of app history to simulate.")] = 180,
     end_date: Annotated[
         str | None,
@@ -146,7 +152,9 @@ def seed(
         truth_dir=settings.ground_truth_dir,
         progress=lambda done, total: log.info("seeding", students_done=done, students=total),
     )
-    log.info("seeded", database=redact_url(str(engine.url)), **summary.rows, seconds=summary.seconds)
+    log.info(
+        "seeded", database=redact_url(str(engine.url)), **summary.rows, seconds=summary.seconds
+    )
     total = sum(summary.rows.values())
     typer.echo(
         f"seeded {students} students ({total:,} rows, {summary.window_start}..{summary.window_end}) "
@@ -198,6 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     except PrepIQError as exc:
         typer.echo(f"prepiq: error: {exc}", err=True)
         return exc.exit_code
+    except Exception as exc:
+        # A bug, not a user error: the traceback goes to the log, one line to the user.
+        get_logger("prepiq").debug("unhandled error", exc_info=True)
+        typer.echo(
+            f"prepiq: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with PREPIQ_LOG_LEVEL=DEBUG for the traceback)",
+            err=True,
+        )
+        return 1
     return 0
 
 

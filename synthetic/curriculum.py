@@ -29,6 +29,9 @@ class Curriculum:
     topic_position: np.ndarray  # [T] order within its subject's syllabus
     topic_weight: np.ndarray  # [T] share of its subject's marks (sums to 1 per subject)
     topic_required_minutes: np.ndarray  # [T] study needed to cover the topic
+    topic_period: np.ndarray  # [T] the topic comes up every 1, 2 or 3 years ...
+    topic_phase: np.ndarray  # [T] ... in the years where (year - phase) % period == 0
+    topic_trend: np.ndarray  # [T] drift of its share per year
     cluster_affinity: np.ndarray  # [K, T] head start of each archetype on each topic
     cluster_learnability: np.ndarray  # [K, T] how fast each archetype learns each topic
     paper_subject: np.ndarray  # [P]
@@ -82,12 +85,12 @@ def build_curriculum(rng: np.random.Generator, last_exam_year: int) -> Curriculu
     topic_subject, topic_names, topic_position, topic_weight, topic_terms = [], [], [], [], []
     for s_index, subject in enumerate(SUBJECTS):
         weights = rng.dirichlet(np.full(len(subject.topics), 4.0))
-        for position, (topic, weight) in enumerate(zip(subject.topics, weights, strict=True)):
+        for position, (spec, weight) in enumerate(zip(subject.topics, weights, strict=True)):
             topic_subject.append(s_index)
-            topic_names.append(topic.name)
+            topic_names.append(spec.name)
             topic_position.append(position)
             topic_weight.append(float(weight))
-            topic_terms.append(topic.terms)
+            topic_terms.append(spec.terms)
     t_subject = np.array(topic_subject)
     t_weight = np.array(topic_weight)
     n_topics = len(topic_names)
@@ -124,8 +127,7 @@ def build_curriculum(rng: np.random.Generator, last_exam_year: int) -> Curriculu
     mid_year = last_exam_year - PAPER_YEARS / 2
     papers: list[tuple[int, int, date]] = []
     questions: dict[str, list[object]] = {
-        k: []
-        for k in ("paper", "topic", "number", "text", "marks", "b", "a", "correct", "classic")
+        k: [] for k in ("paper", "topic", "number", "text", "marks", "b", "a", "correct", "classic")
     }
     for year in years:
         for s_index in range(len(SUBJECTS)):
@@ -144,7 +146,8 @@ def build_curriculum(rng: np.random.Generator, last_exam_year: int) -> Curriculu
             paper_index = len(papers)
             papers.append((s_index, year, date(year, *EXAM_MONTH_DAY)))
             number = 0
-            for topic, count in zip(subject_topics, counts, strict=True):
+            for topic_np, count in zip(subject_topics, counts, strict=True):
+                topic = int(topic_np)
                 for _ in range(count):
                     number += 1
                     if rng.random() < repeat_rate[topic]:
@@ -169,7 +172,9 @@ def build_curriculum(rng: np.random.Generator, last_exam_year: int) -> Curriculu
     paper_year = np.array([p[1] for p in papers])
     q_b = np.array(questions["b"], dtype=float)
     # The app's 1-5 rating is a noisy reading of the true difficulty.
-    app_difficulty = np.digitize(q_b + rng.normal(0, 0.4, size=len(q_b)), [-1.0, -0.35, 0.35, 1.0]) + 1
+    app_difficulty = (
+        np.digitize(q_b + rng.normal(0, 0.4, size=len(q_b)), [-1.0, -0.35, 0.35, 1.0]) + 1
+    )
 
     columns = {
         "paper": q_paper,
@@ -204,6 +209,9 @@ def build_curriculum(rng: np.random.Generator, last_exam_year: int) -> Curriculu
         topic_position=np.array(topic_position),
         topic_weight=t_weight,
         topic_required_minutes=required,
+        topic_period=period,
+        topic_phase=phase,
+        topic_trend=trend,
         cluster_affinity=rng.normal(0.0, 0.45, size=(N_CLUSTERS, n_topics)),
         cluster_learnability=rng.lognormal(0.0, 0.35, size=(N_CLUSTERS, n_topics)),
         paper_subject=np.array([p[0] for p in papers[:n_visible_papers]]),

@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, Integer, func, select
 
 from core.exceptions import ConfigError, SourceNotEmptyError
 from features.migrate import require_contract
-from features.schema import CONTRACT_TABLES, Base, User
+from features.schema import Base, User
 from synthetic.curriculum import EXAM_MONTH_DAY, Curriculum, build_curriculum
 from synthetic.learners import (
     US_PER_SECOND,
@@ -62,7 +62,9 @@ class TruthWriter:
         table = pa.table(columns)
         writer = self._writers.get(name)
         if writer is None:
-            writer = self._writers[name] = pq.ParquetWriter(self.folder / f"{name}.parquet", table.schema)
+            writer = self._writers[name] = pq.ParquetWriter(
+                self.folder / f"{name}.parquet", table.schema
+            )
         writer.write_table(table)
 
     def close(self) -> None:
@@ -150,7 +152,6 @@ def _write_batch(
     user_ids = _user_ids(rng, n)
     start_us = window.day_us(0)
     join_us = window.day_us(sim.join_day) + (sim.study_hour * 3600 * US_PER_SECOND).astype(np.int64)
-    end_us = window.day_us(window.days)
     start_date = np.datetime64(window.start, "D")
 
     answers = result.tables["test_answers"].columns
@@ -184,7 +185,9 @@ def _write_batch(
     )
     # Preferences: a daily goal near the student's habit, and interest in the topics the
     # student learns fastest (so stated preferences carry signal, as they do in practice).
-    learn_speed = np.where(sim.enrolled, sim.ceiling_gain + rng.normal(0, 0.3, sim.enrolled.shape), -np.inf)
+    learn_speed = np.where(
+        sim.enrolled, sim.ceiling_gain + rng.normal(0, 0.3, sim.enrolled.shape), -np.inf
+    )
     interested = np.argsort(-learn_speed, axis=1)[:, :3]
     difficulty = np.where(
         sim.ability + rng.normal(0, 0.3, n) > 0.45,
@@ -287,11 +290,15 @@ def _write_batch(
     )
     # Ratings: a few answers are followed by the student rating the question's difficulty.
     rated = np.flatnonzero(rng.random(len(answered)) < RATING_RATE)
-    pair = answers["answer_student"][rated] * len(cur.question_b) + answers["answer_question"][rated]
+    pair = (
+        answers["answer_student"][rated] * len(cur.question_b) + answers["answer_question"][rated]
+    )
     _, first = np.unique(pair, return_index=True)
     rated = rated[np.sort(first)]
     gap = cur.question_b[answers["answer_question"][rated]] - answers["answer_theta"][rated]
-    rating = np.clip(np.round(3 + 0.9 * gap + rng.normal(0, 0.7, len(rated))), 1, 5).astype(np.int64)
+    rating = np.clip(np.round(3 + 0.9 * gap + rng.normal(0, 0.7, len(rated))), 1, 5).astype(
+        np.int64
+    )
     loader.load(
         "question_ratings",
         {
@@ -326,11 +333,7 @@ def _write_batch(
             "aware_of_weak_topics": sim.aware,
             "join_date": start_date + sim.join_day,
             "dropped_out_by_plus_90d": completion["dropped_out"],
-            **{
-                k: completion[k].round(3)
-                for k in completion
-                if k.startswith("completion_plus_")
-            },
+            **{k: completion[k].round(3) for k in completion if k.startswith("completion_plus_")},
         },
     )
     return int(test_ids[-1]) + 1 if len(test_ids) else first_test_id
@@ -360,12 +363,6 @@ def _write_curriculum_truth(truth: TruthWriter, cur: Curriculum) -> None:
             "classic_id": cur.question_classic,
         },
     )
-
-
-def _clear_source(engine: Engine) -> None:
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(delete(table))
 
 
 def source_user_count(engine: Engine) -> int:
@@ -415,9 +412,9 @@ def seed_source(
     truth = TruthWriter(staging)
     summary = SeedSummary(students, seed, window.start.isoformat(), window.end.isoformat())
     try:
-        if reset:
-            _clear_source(engine)
         with bulk_loader(engine) as loader:
+            if reset:  # in the same transaction: a failed seed keeps the old rows
+                loader.clear([t.name for t in reversed(Base.metadata.sorted_tables)])
             _load_curriculum(loader, curriculum, np.datetime64(window.start, "us"))
             _write_curriculum_truth(truth, curriculum)
             next_test_id = 1
@@ -430,11 +427,18 @@ def seed_source(
                 if progress:
                     progress(first + size, students)
             loader.reset_sequences(
-                [t.name for t in Base.metadata.sorted_tables if "id" in t.c and t.name in CONTRACT_TABLES]
+                [
+                    t.name
+                    for t in Base.metadata.sorted_tables
+                    if "id" in t.c and isinstance(t.c.id.type, Integer)
+                ]
             )
             summary.rows = dict(loader.rows_written)
-    finally:
+    except BaseException:
         truth.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    truth.close()
     summary.seconds = round(time.perf_counter() - started, 2)
     (staging / "manifest.json").write_text(
         json.dumps(

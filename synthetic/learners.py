@@ -192,7 +192,9 @@ class BatchSimulator:
     # -- dynamics ---------------------------------------------------------------------
     def _learn(self, rows: np.ndarray, topics: np.ndarray, minutes: np.ndarray, day: int) -> None:
         gap = self.ceiling_gain[rows, topics] - self.learned[rows, topics]
-        np.add.at(self.learned, (rows, topics), gap * (1 - np.exp(-minutes / LEARNING_TIME_MINUTES)))
+        np.add.at(
+            self.learned, (rows, topics), gap * (1 - np.exp(-minutes / LEARNING_TIME_MINUTES))
+        )
         self.last_practice[rows, topics] = day
 
     def theta(self) -> np.ndarray:
@@ -205,8 +207,7 @@ class BatchSimulator:
 
     def run(self) -> BatchResult:
         tables = {
-            name: Rows()
-            for name in ("study_activity", "user_progress", "tests", "test_answers")
+            name: Rows() for name in ("study_activity", "user_progress", "tests", "test_answers")
         }
         truth = {"mastery": Rows(), "completion": Rows()}
         window = self.window
@@ -254,7 +255,9 @@ class BatchSimulator:
         self.dropped |= drop
         comes_back = drop & (rng.random(n) < 0.25)
         self.return_day = np.where(
-            comes_back, day + rng.integers(20, 60, n), np.where(drop, np.iinfo(np.int64).max, self.return_day)
+            comes_back,
+            day + rng.integers(20, 60, n),
+            np.where(drop, np.iinfo(np.int64).max, self.return_day),
         )
         start_break = (rng.random(n) < 0.008) & (day >= self.break_until)
         self.break_until = np.where(start_break, day + rng.integers(3, 15, n), self.break_until)
@@ -280,7 +283,9 @@ class BatchSimulator:
         main_share = np.where(has_next, np.where(review >= 0, 0.75, 1.0), 0.0)
         rows = np.flatnonzero(active & has_next)
         main_minutes = (minutes * main_share)[rows]
-        self.coverage[rows, current[rows]] += main_minutes / self.cur.topic_required_minutes[current[rows]]
+        self.coverage[rows, current[rows]] += (
+            main_minutes / self.cur.topic_required_minutes[current[rows]]
+        )
         self._learn(rows, current[rows], main_minutes, day)
         rows = np.flatnonzero(active & (review >= 0))
         self._learn(rows, review[rows], (minutes * (1 - main_share))[rows], day)
@@ -290,7 +295,9 @@ class BatchSimulator:
         self.current_topic = current
         return active, minutes, subject
 
-    def _review_topic(self, candidates: np.ndarray, students: np.ndarray | None = None) -> np.ndarray:
+    def _review_topic(
+        self, candidates: np.ndarray, students: np.ndarray | None = None
+    ) -> np.ndarray:
         """A covered topic to revise; students who track their results pick weak ones."""
         rows = np.arange(self.size) if students is None else students
         attempts = self.attempts[rows]
@@ -346,7 +353,9 @@ class BatchSimulator:
         right = cur.question_correct[q]
         misconceived = rng.random(len(q)) < np.clip(0.7 - 0.25 * theta, 0.1, 0.9)
         wrong = np.where(
-            misconceived, (right + self.misconception[q]) % 4, (right + rng.integers(1, 4, len(q))) % 4
+            misconceived,
+            (right + self.misconception[q]) % 4,
+            (right + rng.integers(1, 4, len(q))) % 4,
         )
         selected = np.where(correct, right, wrong)
         skipped = ~correct & (rng.random(len(q)) < 0.03)
@@ -357,10 +366,9 @@ class BatchSimulator:
         rushed = ~correct & (p_correct < 0.45) & (rng.random(len(q)) < 0.35)
         seconds = np.clip(np.where(rushed, seconds * 0.35, seconds), 3, 900).round(1)
 
-        start_us = (
-            self.window.day_us(day)
-            + ((self.study_hour[takers] + rng.uniform(0, 2, n)) * 3600 * US_PER_SECOND).astype(np.int64)
-        )
+        start_us = self.window.day_us(day) + (
+            (self.study_hour[takers] + rng.uniform(0, 2, n)) * 3600 * US_PER_SECOND
+        ).astype(np.int64)
         per_test_seconds = np.zeros(questions.shape)
         per_test_seconds[test_index, slot] = seconds
         elapsed = np.cumsum(per_test_seconds, axis=1)[test_index, slot]

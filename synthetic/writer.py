@@ -6,7 +6,7 @@ values already in the text form SQLAlchemy itself stores, so the ORM reads them 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -25,9 +25,9 @@ def _to_python(values: Column, sql_type: TypeEngine[Any], postgres: bool) -> lis
     if isinstance(sql_type, DateTime):
         text = np.datetime_as_string(np.asarray(values, dtype="datetime64[us]"), unit="us")
         text = np.char.add(text, "+00:00") if postgres else np.char.replace(text, "T", " ")
-        return text.tolist()  # type: ignore[no-any-return]
+        return text.tolist()
     if isinstance(sql_type, Date):
-        return np.datetime_as_string(np.asarray(values, dtype="datetime64[D]")).tolist()  # type: ignore[no-any-return]
+        return np.datetime_as_string(np.asarray(values, dtype="datetime64[D]")).tolist()
     if isinstance(sql_type, JSON):
         return [json.dumps(v) for v in values]
     if isinstance(values, np.ndarray):
@@ -47,7 +47,7 @@ class BulkLoader:
         self._postgres = postgres
         self.rows_written: dict[str, int] = {}
 
-    def load(self, table_name: str, columns: dict[str, Column]) -> int:
+    def load(self, table_name: str, columns: Mapping[str, Any]) -> int:
         """Insert the rows given column by column; returns how many."""
         table: Table = Base.metadata.tables[table_name]
         names = list(columns)
@@ -72,6 +72,15 @@ class BulkLoader:
             cursor.close()
         self.rows_written[table_name] = self.rows_written.get(table_name, 0) + n_rows
         return n_rows
+
+    def clear(self, tables: Sequence[str]) -> None:
+        """Delete every row of `tables` (children first) inside the loader's transaction."""
+        cursor = self._conn.cursor()
+        try:
+            for name in tables:
+                cursor.execute(f"DELETE FROM {name}")
+        finally:
+            cursor.close()
 
     def reset_sequences(self, tables: Sequence[str]) -> None:
         """After loading explicit ids, move PostgreSQL identity sequences past them."""

@@ -1,0 +1,113 @@
+"""Shared fixtures: an isolated PREPIQ_HOME per test session, throwaway PostgreSQL
+databases on the real server at 127.0.0.1:5432, and small seeded sources."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import date
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+POSTGRES_SERVER = os.environ.get("PREPIQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
+END_DATE = date(2026, 11, 20)  # fixed so seeded rows are comparable across runs
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prepiq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test session gets its own PREPIQ_HOME: nothing touches the developer's."""
+    home = tmp_path_factory.mktemp("prepiq_home")
+    saved = {
+        k: os.environ.get(k) for k in ("PREPIQ_HOME", "PREPIQ_SOURCE_URL", "MLFLOW_TRACKING_URI")
+    }
+    os.environ["PREPIQ_HOME"] = str(home)
+    os.environ.pop("PREPIQ_SOURCE_URL", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from core.config import get_settings
+
+    get_settings.cache_clear()
+    get_settings().apply_environment()
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+def _admin() -> psycopg.Connection[tuple[object, ...]]:
+    try:
+        return psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:  # the suite needs the real server: fail loudly
+        pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_SERVER}: {exc}")
+
+
+@pytest.fixture(scope="session")
+def make_pg_database() -> Iterator[Callable[[], str]]:
+    """Factory of throwaway PostgreSQL databases, all dropped when the session ends."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"prepiq_test_{uuid.uuid4().hex[:12]}"
+        with _admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql+psycopg://{POSTGRES_SERVER.split('://', 1)[1]}/{name}"
+
+    yield make
+    from core.database import dispose_engines
+
+    dispose_engines()
+    with _admin() as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_url(make_pg_database: Callable[[], str]) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return make_pg_database()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh, empty SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'source.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_url(
+    request: pytest.FixtureRequest, tmp_path: Path, make_pg_database: Callable[[], str]
+) -> str:
+    """The same test on SQLite and on the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'source.db'}"
+    return make_pg_database()
+
+
+def migrated_engine(url: str) -> Engine:
+    """The shared engine for `url`, with the contract applied."""
+    from core.database import get_engine
+    from features.migrate import upgrade
+
+    engine = get_engine(url)
+    upgrade(engine)
+    return engine
+
+
+@pytest.fixture(scope="session")
+def seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Path]:
+    """A small seeded SQLite source (300 students, 120 days) and its ground-truth folder."""
+    from synthetic.generator import seed_source
+
+    folder = tmp_path_factory.mktemp("seeded")
+    engine = migrated_engine(f"sqlite:///{folder / 'source.db'}")
+    seed_source(
+        engine, students=300, seed=7, days=120, end_date=END_DATE, truth_dir=folder / "truth"
+    )
+    return engine, folder / "truth"
