@@ -5,8 +5,6 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STUDENTS ?= 2000
-SEED ?= 42
 
 .PHONY: venv train seed test lint typecheck pytest lock bench-seed clean
 
@@ -14,7 +12,6 @@ venv: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	# torch first: the pin takes the CPU wheel from the machine's wheel folder.
 	$(BIN)/pip install --quiet "$$(grep -E '^torch==' requirements.lock)"
 	$(BIN)/pip install --quiet -r requirements.lock
@@ -24,10 +21,10 @@ $(STAMP): requirements.lock pyproject.toml
 
 train: venv
 	$(BIN)/prepiq db upgrade
-	$(BIN)/prepiq seed --students $(STUDENTS) --seed $(SEED) --if-empty
+	$(BIN)/prepiq seed --if-empty
 
 seed: venv
-	$(BIN)/prepiq seed --students $(STUDENTS) --seed $(SEED) --reset
+	$(BIN)/prepiq seed --reset
 
 lint: venv
 	$(BIN)/ruff check .

@@ -75,9 +75,6 @@ def _build_engine(url: URL, settings: Settings) -> Engine:
 
         return engine
 
-    connect_args: dict[str, Any] = {"connect_timeout": settings.db_connect_timeout_seconds}
-    if url.port == SUPABASE_TRANSACTION_POOLER_PORT:
-        connect_args["prepare_threshold"] = None
     return create_engine(
         url,
         pool_size=settings.db_pool_size,
@@ -85,8 +82,17 @@ def _build_engine(url: URL, settings: Settings) -> Engine:
         pool_pre_ping=settings.db_pool_pre_ping,
         pool_recycle=settings.db_pool_recycle_seconds,
         pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args=connect_args,
+        connect_args=postgres_connect_args(url, settings),
     )
+
+
+def postgres_connect_args(url: URL, settings: Settings) -> dict[str, Any]:
+    """psycopg connection arguments: a connect timeout, and no prepared statements on
+    Supabase's transaction-mode pooler (port 6543), where they break."""
+    connect_args: dict[str, Any] = {"connect_timeout": settings.db_connect_timeout_seconds}
+    if url.port == SUPABASE_TRANSACTION_POOLER_PORT:
+        connect_args["prepare_threshold"] = None
+    return connect_args
 
 
 def get_engine(url: str | None = None, settings: Settings | None = None) -> Engine:

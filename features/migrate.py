@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
+from sqlalchemy.sql.type_api import TypeEngine
 
 from core.database import check_connection
 from core.exceptions import ContractError
-from features.schema import CONTRACT_TABLES
+from features.schema import CONTRACT_TABLES, Base
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -56,13 +60,53 @@ def downgrade(engine: Engine, revision: str = "base") -> str | None:
     return current_revision(engine)
 
 
-def require_contract(engine: Engine) -> None:
-    """Raise ContractError naming the missing tables when a database lacks the contract."""
+def contract_problems(engine: Engine) -> list[str]:
+    """What a database lacks of the contract: missing tables, missing columns, columns of
+    another kind of type (text where a number belongs, ...). Empty when it follows it."""
     check_connection(engine)
-    present = set(inspect(engine).get_table_names())
-    missing = [name for name in CONTRACT_TABLES if name not in present]
-    if missing:
+    inspector = inspect(engine)
+    present = set(inspector.get_table_names())
+    problems = []
+    for name in CONTRACT_TABLES:
+        if name not in present:
+            problems.append(f"table {name} is missing")
+            continue
+        found = {c["name"]: c["type"] for c in inspector.get_columns(name)}
+        for column in Base.metadata.tables[name].columns:
+            if column.name not in found:
+                problems.append(f"column {name}.{column.name} is missing")
+                continue
+            expected = column.type.python_type if _has_python_type(column.type) else None
+            actual = found[column.name]
+            actual_py = actual.python_type if _has_python_type(actual) else None
+            if expected and actual_py and not _compatible(expected, actual_py):
+                problems.append(
+                    f"column {name}.{column.name} is {actual} but the contract needs "
+                    f"{column.type.compile(dialect=engine.dialect)}"
+                )
+    return problems
+
+
+def _has_python_type(sql_type: TypeEngine[Any]) -> bool:
+    try:
+        sql_type.python_type  # noqa: B018 - raises for types without one
+    except NotImplementedError:
+        return False
+    return True
+
+
+def _compatible(expected: type, actual: type) -> bool:
+    # SQLite reports uuid columns as text and numbers loosely; compare families only.
+    families = ({int, float, Decimal}, {str, UUID}, {dict, list})
+    return expected is actual or any(expected in f and actual in f for f in families)
+
+
+def require_contract(engine: Engine) -> None:
+    """Raise ContractError naming every gap when a database does not follow the contract."""
+    problems = contract_problems(engine)
+    if problems:
+        where = engine.url.render_as_string(hide_password=True)
+        hint = "; run `prepiq db upgrade`" if any("table" in p for p in problems) else ""
         raise ContractError(
-            f"database at {engine.url.render_as_string(hide_password=True)} lacks contract "
-            f"tables {', '.join(missing)}; run `prepiq db upgrade` first"
+            f"database at {where} does not follow the contract: {'; '.join(problems)}{hint}"
         )

@@ -10,6 +10,7 @@ catches changes made by the app.
 
 from __future__ import annotations
 
+import inspect
 from datetime import date, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Table,
     Text,
     UniqueConstraint,
     Uuid,
@@ -56,12 +58,21 @@ class Base(DeclarativeBase):
 
 
 def _created() -> Mapped[datetime]:
-    return mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    return mapped_column(
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        comment="When the row was created.",
+    )
 
 
 def _updated() -> Mapped[datetime]:
     return mapped_column(
-        DateTime(timezone=True), nullable=False, server_default=func.now(), onupdate=func.now()
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        onupdate=func.now(),
+        comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
     )
 
 
@@ -69,10 +80,18 @@ class User(Base):
     """A student of the app (one row per Supabase Auth user)."""
 
     __tablename__ = "users"
-    id: Mapped[str] = mapped_column(UserId, primary_key=True)
-    email: Mapped[str] = mapped_column(String(320), nullable=False, unique=True)
-    display_name: Mapped[str] = mapped_column(String(120), nullable=False)
-    exam_date: Mapped[date | None] = mapped_column(Date)
+    id: Mapped[str] = mapped_column(
+        UserId, primary_key=True, comment="Supabase Auth user id (auth.users.id)."
+    )
+    email: Mapped[str] = mapped_column(
+        String(320), nullable=False, unique=True, comment="Login e-mail, unique."
+    )
+    display_name: Mapped[str] = mapped_column(
+        String(120), nullable=False, comment="Name shown in the app."
+    )
+    exam_date: Mapped[date | None] = mapped_column(
+        Date, comment="Date of the student's target exam; null when not set."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (Index(None, "updated_at"),)
@@ -82,9 +101,13 @@ class Subject(Base):
     """An exam subject (Mathematics, Physics, ...)."""
 
     __tablename__ = "subjects"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    code: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
-    name: Mapped[str] = mapped_column(String(120), nullable=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="Subject id.")
+    code: Mapped[str] = mapped_column(
+        String(32), nullable=False, unique=True, comment="Short unique code (MATH, PHYS, ...)."
+    )
+    name: Mapped[str] = mapped_column(
+        String(120), nullable=False, comment="Subject name shown in the app."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
 
@@ -93,11 +116,23 @@ class Topic(Base):
     """A syllabus topic of a subject; `syllabus_weight` is its share of the exam's marks."""
 
     __tablename__ = "topics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), nullable=False)
-    name: Mapped[str] = mapped_column(String(160), nullable=False)
-    position: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    syllabus_weight: Mapped[float] = mapped_column(Float, nullable=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="Topic id.")
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id"), nullable=False, comment="Subject the topic belongs to."
+    )
+    name: Mapped[str] = mapped_column(
+        String(160), nullable=False, comment="Topic name, unique within its subject."
+    )
+    position: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        comment="Order of the topic in the subject's syllabus (1 = first).",
+    )
+    syllabus_weight: Mapped[float] = mapped_column(
+        Float,
+        nullable=False,
+        comment="Share of the subject's exam marks the syllabus gives the topic (0-1; a subject's weights sum to 1).",
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -110,9 +145,15 @@ class UserSubject(Base):
     """Which subjects a student is enrolled in (completion counts these syllabi)."""
 
     __tablename__ = "user_subjects"
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), primary_key=True)
-    enrolled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"), primary_key=True, comment="Student."
+    )
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id"), primary_key=True, comment="Subject the student is enrolled in."
+    )
+    enrolled_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, comment="When the student enrolled."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (Index(None, "updated_at"),)
@@ -122,12 +163,23 @@ class PastPaper(Base):
     """A past exam paper of a subject, sat on `exam_date` in `exam_year`."""
 
     __tablename__ = "past_papers"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), nullable=False)
-    exam_year: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    paper_number: Mapped[int] = mapped_column(SmallInteger, nullable=False, default=1)
-    exam_date: Mapped[date] = mapped_column(Date, nullable=False)
-    title: Mapped[str] = mapped_column(String(200), nullable=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="Paper id.")
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id"), nullable=False, comment="Subject of the paper."
+    )
+    exam_year: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Year the exam was sat."
+    )
+    paper_number: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        default=1,
+        comment="Paper number within the year's exam (1, 2, ...).",
+    )
+    exam_date: Mapped[date] = mapped_column(Date, nullable=False, comment="Date the exam was sat.")
+    title: Mapped[str] = mapped_column(
+        String(200), nullable=False, comment="Title shown in the app."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (UniqueConstraint("subject_id", "exam_year", "paper_number"),)
@@ -137,14 +189,28 @@ class Question(Base):
     """A question of a past paper, tagged with its topic; `difficulty` is the app's 1-5."""
 
     __tablename__ = "questions"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    paper_id: Mapped[int] = mapped_column(ForeignKey("past_papers.id"), nullable=False)
-    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), nullable=False)
-    question_number: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    text: Mapped[str] = mapped_column(Text, nullable=False)
-    marks: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    difficulty: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    correct_option: Mapped[str] = mapped_column(String(1), nullable=False)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="Question id.")
+    paper_id: Mapped[int] = mapped_column(
+        ForeignKey("past_papers.id"), nullable=False, comment="Past paper the question appeared in."
+    )
+    topic_id: Mapped[int] = mapped_column(
+        ForeignKey("topics.id"), nullable=False, comment="Syllabus topic the question tests."
+    )
+    question_number: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Number of the question within its paper."
+    )
+    text: Mapped[str] = mapped_column(Text, nullable=False, comment="Question text as printed.")
+    marks: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Marks the question carries."
+    )
+    difficulty: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        comment="Difficulty as the app rates it: 1 (easy) to 5 (hard).",
+    )
+    correct_option: Mapped[str] = mapped_column(
+        String(1), nullable=False, comment="The right option of the multiple-choice version: A-D."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -162,16 +228,36 @@ class Test(Base):
 
     __tablename__ = "tests"
     __test__ = False  # not a pytest class
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    subject_id: Mapped[int] = mapped_column(ForeignKey("subjects.id"), nullable=False)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False)
-    topic_id: Mapped[int | None] = mapped_column(ForeignKey("topics.id"))
-    paper_id: Mapped[int | None] = mapped_column(ForeignKey("past_papers.id"))
-    question_count: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    score_percent: Mapped[float] = mapped_column(Float, nullable=False)
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
-    completed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Test id.")
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"), nullable=False, comment="Student who took the test."
+    )
+    subject_id: Mapped[int] = mapped_column(
+        ForeignKey("subjects.id"), nullable=False, comment="Subject of the test."
+    )
+    kind: Mapped[str] = mapped_column(
+        String(16),
+        nullable=False,
+        comment="topic_quiz (questions of one topic) or mock_paper (questions of one past paper).",
+    )
+    topic_id: Mapped[int | None] = mapped_column(
+        ForeignKey("topics.id"), comment="Topic of a topic quiz; null for a mock paper."
+    )
+    paper_id: Mapped[int | None] = mapped_column(
+        ForeignKey("past_papers.id"), comment="Past paper of a mock paper; null for a topic quiz."
+    )
+    question_count: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Questions answered in the test."
+    )
+    score_percent: Mapped[float] = mapped_column(
+        Float, nullable=False, comment="Share of right answers, 0-100."
+    )
+    started_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, comment="When the student started the test."
+    )
+    completed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, comment="When the student finished the test."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -187,14 +273,32 @@ class TestAnswer(Base):
 
     __tablename__ = "test_answers"
     __test__ = False
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    test_id: Mapped[int] = mapped_column(ForeignKey("tests.id"), nullable=False)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), nullable=False)
-    selected_option: Mapped[str | None] = mapped_column(String(1))
-    is_correct: Mapped[bool] = mapped_column(Boolean, nullable=False)
-    time_taken_seconds: Mapped[float] = mapped_column(Float, nullable=False)
-    answered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    id: Mapped[int] = mapped_column(
+        BigId, primary_key=True, autoincrement=True, comment="Answer id."
+    )
+    test_id: Mapped[int] = mapped_column(
+        ForeignKey("tests.id"), nullable=False, comment="Test the answer belongs to."
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"),
+        nullable=False,
+        comment="Student who answered (denormalised from the test for per-user reads).",
+    )
+    question_id: Mapped[int] = mapped_column(
+        ForeignKey("questions.id"), nullable=False, comment="Question answered."
+    )
+    selected_option: Mapped[str | None] = mapped_column(
+        String(1), comment="Option the student chose (A-D); null when skipped."
+    )
+    is_correct: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, comment="Whether the answer was right."
+    )
+    time_taken_seconds: Mapped[float] = mapped_column(
+        Float, nullable=False, comment="Seconds spent on the question (> 0)."
+    )
+    answered_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, comment="When the answer was submitted."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -213,12 +317,20 @@ class StudyActivity(Base):
     """A student's study on one day: minutes, logins and the streak it extends."""
 
     __tablename__ = "study_activity"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    activity_date: Mapped[date] = mapped_column(Date, nullable=False)
-    study_minutes: Mapped[int] = mapped_column(Integer, nullable=False)
-    logins: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    streak_days: Mapped[int] = mapped_column(Integer, nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Row id.")
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False, comment="Student.")
+    activity_date: Mapped[date] = mapped_column(
+        Date, nullable=False, comment="Day of the activity (UTC)."
+    )
+    study_minutes: Mapped[int] = mapped_column(
+        Integer, nullable=False, comment="Minutes studied that day (0-1440)."
+    )
+    logins: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Times the student opened the app that day."
+    )
+    streak_days: Mapped[int] = mapped_column(
+        Integer, nullable=False, comment="Consecutive days of study up to and including this one."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -234,12 +346,24 @@ class UserProgress(Base):
     """Syllabus completion of a student as recorded by the app on a day."""
 
     __tablename__ = "user_progress"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    recorded_on: Mapped[date] = mapped_column(Date, nullable=False)
-    completion_percent: Mapped[float] = mapped_column(Float, nullable=False)
-    topics_completed: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    topics_total: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Row id.")
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False, comment="Student.")
+    recorded_on: Mapped[date] = mapped_column(
+        Date, nullable=False, comment="Day the app recorded the progress (UTC)."
+    )
+    completion_percent: Mapped[float] = mapped_column(
+        Float,
+        nullable=False,
+        comment="Syllabus completion over the student's enrolled subjects, weighted by syllabus weight, 0-100.",
+    )
+    topics_completed: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        comment="Topics of the enrolled syllabi the student has completed.",
+    )
+    topics_total: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Topics of the enrolled syllabi."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -255,14 +379,24 @@ class TopicPerformance(Base):
     """The app's running totals per student and topic (current state, not history)."""
 
     __tablename__ = "topic_performance"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), nullable=False)
-    attempts: Mapped[int] = mapped_column(Integer, nullable=False)
-    correct: Mapped[int] = mapped_column(Integer, nullable=False)
-    accuracy: Mapped[float] = mapped_column(Float, nullable=False)
-    avg_time_seconds: Mapped[float] = mapped_column(Float, nullable=False)
-    last_attempted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Row id.")
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False, comment="Student.")
+    topic_id: Mapped[int] = mapped_column(ForeignKey("topics.id"), nullable=False, comment="Topic.")
+    attempts: Mapped[int] = mapped_column(
+        Integer, nullable=False, comment="Questions of the topic answered so far."
+    )
+    correct: Mapped[int] = mapped_column(Integer, nullable=False, comment="Of which right.")
+    accuracy: Mapped[float] = mapped_column(
+        Float, nullable=False, comment="correct / attempts, 0-1."
+    )
+    avg_time_seconds: Mapped[float] = mapped_column(
+        Float, nullable=False, comment="Mean seconds per answered question of the topic."
+    )
+    last_attempted_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True),
+        nullable=False,
+        comment="When the student last answered a question of the topic.",
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -277,15 +411,34 @@ class ModelPrediction(Base):
     """Every prediction the serving layer made, for audit, monitoring and archiving."""
 
     __tablename__ = "model_predictions"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    model_name: Mapped[str] = mapped_column(String(80), nullable=False)
-    model_version: Mapped[str] = mapped_column(String(40), nullable=False)
-    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
-    request_id: Mapped[str] = mapped_column(String(64), nullable=False)
-    inputs_digest: Mapped[str] = mapped_column(String(64), nullable=False)
-    request: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
-    response: Mapped[dict[str, Any]] = mapped_column(JsonDocument, nullable=False)
-    latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Row id.")
+    model_name: Mapped[str] = mapped_column(
+        String(80), nullable=False, comment="Registered model name (prepiq-focus-area, ...)."
+    )
+    model_version: Mapped[str] = mapped_column(
+        String(40), nullable=False, comment="Registered model version that answered."
+    )
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id"),
+        comment="Student the prediction is about; null when the inputs came in the request.",
+    )
+    request_id: Mapped[str] = mapped_column(
+        String(64), nullable=False, comment="Request id returned to the caller in a header."
+    )
+    inputs_digest: Mapped[str] = mapped_column(
+        String(64),
+        nullable=False,
+        comment="SHA-256 of the canonical model inputs (for deduplication and drift checks).",
+    )
+    request: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, comment="The request body as received."
+    )
+    response: Mapped[dict[str, Any]] = mapped_column(
+        JsonDocument, nullable=False, comment="The response body as sent."
+    )
+    latency_ms: Mapped[float] = mapped_column(
+        Float, nullable=False, comment="Time the service took to answer, in milliseconds."
+    )
     created_at: Mapped[datetime] = _created()
     __table_args__ = (
         Index(None, "user_id", "created_at"),
@@ -298,11 +451,23 @@ class UserPreference(Base):
     """A student's stated learning preferences."""
 
     __tablename__ = "user_preferences"
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
-    daily_goal_minutes: Mapped[int] = mapped_column(SmallInteger, nullable=False)
-    preferred_difficulty: Mapped[str] = mapped_column(String(8), nullable=False)
-    interested_topic_ids: Mapped[list[int]] = mapped_column(JsonDocument, nullable=False)
-    reminders_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"), primary_key=True, comment="Student."
+    )
+    daily_goal_minutes: Mapped[int] = mapped_column(
+        SmallInteger, nullable=False, comment="Minutes a day the student aims to study."
+    )
+    preferred_difficulty: Mapped[str] = mapped_column(
+        String(8), nullable=False, comment="easy, medium or hard."
+    )
+    interested_topic_ids: Mapped[list[int]] = mapped_column(
+        JsonDocument,
+        nullable=False,
+        comment="Topic ids the student marked as interesting (JSON array).",
+    )
+    reminders_enabled: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, comment="Whether the student wants study reminders."
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -316,10 +481,18 @@ class QuestionRating(Base):
     """A student's rating of a question's difficulty (1 easy - 5 hard)."""
 
     __tablename__ = "question_ratings"
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), nullable=False)
-    question_id: Mapped[int] = mapped_column(ForeignKey("questions.id"), nullable=False)
-    difficulty_rating: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True, comment="Row id.")
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"), nullable=False, comment="Student who rated."
+    )
+    question_id: Mapped[int] = mapped_column(
+        ForeignKey("questions.id"), nullable=False, comment="Question rated."
+    )
+    difficulty_rating: Mapped[int] = mapped_column(
+        SmallInteger,
+        nullable=False,
+        comment="Difficulty as the student felt it: 1 (easy) to 5 (hard).",
+    )
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     __table_args__ = (
@@ -329,6 +502,11 @@ class QuestionRating(Base):
         Index(None, "updated_at"),
     )
 
+
+# Each table's docstring is its comment in the database (and in docs/data-contract.md).
+for _mapper in Base.registry.mappers:
+    assert isinstance(_mapper.local_table, Table)
+    _mapper.local_table.comment = inspect.cleandoc(_mapper.class_.__doc__ or "")
 
 CONTRACT_TABLES: tuple[str, ...] = tuple(t.name for t in Base.metadata.sorted_tables)
 """Every contract table, parents before children (the order to load and to check)."""

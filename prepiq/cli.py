@@ -94,6 +94,17 @@ def db_current(url: UrlOption = None) -> None:
     typer.echo(f"{at or 'base'} (code head: {head_revision()})")
 
 
+@db_app.command("check")
+def db_check(url: UrlOption = None) -> None:
+    """Check that a database (a Supabase project, say) follows the data contract."""
+    from core.database import get_engine
+    from features.migrate import require_contract
+
+    engine = get_engine(url)
+    require_contract(engine)
+    typer.echo(f"{engine.url.render_as_string(hide_password=True)} follows the data contract")
+
+
 def _parse_date(value: str | None) -> date | None:
     if value is None:
         return None
@@ -107,27 +118,44 @@ def _parse_date(value: str | None) -> date | None:
 
 @app.command()
 def seed(
-    students: Annotated[int, typer.Option(min=1, help="Number of students to simulate.")] = 2000,
+    students: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Students to simulate. Default: synthetic.students in params.yaml."
+        ),
+    ] = None,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, help="Random seed; same seed, same rows.")
-    ] = 42,
-    days: Annotated[int, typer.Option(min=60, help="Days of app history to simulate.")] = 180,
+        int | None,
+        typer.Option(
+            "--seed", min=0, help="Random seed; same seed, same rows. Default: params.yaml."
+        ),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(min=60, help="Days of app history. Default: synthetic.days in params.yaml."),
+    ] = None,
     end_date: Annotated[
         str | None,
         typer.Option(help="Last day of the history (YYYY-MM-DD). Default: today (UTC)."),
     ] = None,
     url: UrlOption = None,
-    reset: Annotated[bool, typer.Option(help="Empty the contract tables first.")] = False,
+    reset: Annotated[bool, typer.Option(help="Replace the rows already in the source.")] = False,
     if_empty: Annotated[
         bool, typer.Option(help="Do nothing when the source already holds users.")
     ] = False,
 ) -> None:
     """Fill a contract database with realistic synthetic PrepIQ data (ground truth apart)."""
+    from core.config import load_params
     from core.database import get_engine
     from core.security import redact_url
-    from features.migrate import upgrade
+    from features.migrate import require_contract, upgrade
     from synthetic.generator import seed_source, source_user_count
 
+    params = load_params()
+    synthetic = params.get("synthetic", {})
+    students = students if students is not None else int(synthetic.get("students", 2000))
+    seed = seed if seed is not None else int(params.get("seed", 42))
+    days = days if days is not None else int(synthetic.get("days", 180))
     end = _parse_date(end_date)
     settings = get_settings()
     engine = get_engine(url)
@@ -135,8 +163,6 @@ def seed(
     if url is None:
         upgrade(engine)  # the embedded default is ours to create
     if if_empty and not reset:
-        from features.migrate import require_contract
-
         require_contract(engine)
         existing = source_user_count(engine)
         if existing:

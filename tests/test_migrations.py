@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from core.database import get_engine
-from features.migrate import current_revision, downgrade, head_revision, require_contract, upgrade
+from core.exceptions import ContractError
+from features.contract_doc import DOC_PATH, render_contract
+from features.migrate import (
+    contract_problems,
+    current_revision,
+    downgrade,
+    head_revision,
+    require_contract,
+    upgrade,
+)
 from features.schema import CONTRACT_TABLES, Base
 
 
@@ -63,3 +73,23 @@ def test_downgrade_removes_everything(any_url: str) -> None:
     left = set(inspect(engine).get_table_names()) - {"alembic_version"}
     assert left == set()
     assert upgrade(engine) == head_revision()  # and it comes back
+
+
+def test_contract_check_names_what_a_database_lacks(any_url: str) -> None:
+    engine = get_engine(any_url)
+    upgrade(engine)
+    assert contract_problems(engine) == []
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE question_ratings"))
+        conn.execute(text("ALTER TABLE users DROP COLUMN exam_date"))
+    problems = contract_problems(engine)
+    assert "table question_ratings is missing" in problems
+    assert "column users.exam_date is missing" in problems
+    with pytest.raises(ContractError, match=r"users\.exam_date"):
+        require_contract(engine)
+
+
+def test_contract_document_is_generated_from_the_schema() -> None:
+    assert DOC_PATH.read_text() == render_contract(), "run `python -m features.contract_doc`"
+    for table in CONTRACT_TABLES:
+        assert f"## `{table}`" in render_contract()

@@ -98,23 +98,33 @@ def _drop_updated_at_triggers() -> None:
 def upgrade() -> None:
     op.create_table(
         "subjects",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("code", sa.String(length=32), nullable=False),
-        sa.Column("name", sa.String(length=120), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False, comment="Subject id."),
+        sa.Column(
+            "code",
+            sa.String(length=32),
+            nullable=False,
+            comment="Short unique code (MATH, PHYS, ...).",
+        ),
+        sa.Column(
+            "name", sa.String(length=120), nullable=False, comment="Subject name shown in the app."
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_subjects")),
         sa.UniqueConstraint("code", name=op.f("uq_subjects_code")),
+        comment="An exam subject (Mathematics, Physics, ...).",
     )
     op.create_table(
         "users",
@@ -122,24 +132,35 @@ def upgrade() -> None:
             "id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Supabase Auth user id (auth.users.id).",
         ),
-        sa.Column("email", sa.String(length=320), nullable=False),
-        sa.Column("display_name", sa.String(length=120), nullable=False),
-        sa.Column("exam_date", sa.Date(), nullable=True),
+        sa.Column("email", sa.String(length=320), nullable=False, comment="Login e-mail, unique."),
+        sa.Column(
+            "display_name", sa.String(length=120), nullable=False, comment="Name shown in the app."
+        ),
+        sa.Column(
+            "exam_date",
+            sa.Date(),
+            nullable=True,
+            comment="Date of the student's target exam; null when not set.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("email", name=op.f("uq_users_email")),
+        comment="A student of the app (one row per Supabase Auth user).",
     )
     op.create_index(op.f("ix_users_updated_at"), "users", ["updated_at"], unique=False)
     op.create_table(
@@ -149,37 +170,68 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Row id.",
         ),
-        sa.Column("model_name", sa.String(length=80), nullable=False),
-        sa.Column("model_version", sa.String(length=40), nullable=False),
+        sa.Column(
+            "model_name",
+            sa.String(length=80),
+            nullable=False,
+            comment="Registered model name (prepiq-focus-area, ...).",
+        ),
+        sa.Column(
+            "model_version",
+            sa.String(length=40),
+            nullable=False,
+            comment="Registered model version that answered.",
+        ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=True,
+            comment="Student the prediction is about; null when the inputs came in the request.",
         ),
-        sa.Column("request_id", sa.String(length=64), nullable=False),
-        sa.Column("inputs_digest", sa.String(length=64), nullable=False),
+        sa.Column(
+            "request_id",
+            sa.String(length=64),
+            nullable=False,
+            comment="Request id returned to the caller in a header.",
+        ),
+        sa.Column(
+            "inputs_digest",
+            sa.String(length=64),
+            nullable=False,
+            comment="SHA-256 of the canonical model inputs (for deduplication and drift checks).",
+        ),
         sa.Column(
             "request",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
+            comment="The request body as received.",
         ),
         sa.Column(
             "response",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
+            comment="The response body as sent.",
         ),
-        sa.Column("latency_ms", sa.Float(), nullable=False),
+        sa.Column(
+            "latency_ms",
+            sa.Float(),
+            nullable=False,
+            comment="Time the service took to answer, in milliseconds.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name=op.f("fk_model_predictions_user_id_users")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_model_predictions")),
+        comment="Every prediction the serving layer made, for audit, monitoring and archiving.",
     )
     op.create_index(
         op.f("ix_model_predictions_created_at"), "model_predictions", ["created_at"], unique=False
@@ -198,23 +250,32 @@ def upgrade() -> None:
     )
     op.create_table(
         "past_papers",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("subject_id", sa.Integer(), nullable=False),
-        sa.Column("exam_year", sa.SmallInteger(), nullable=False),
-        sa.Column("paper_number", sa.SmallInteger(), nullable=False),
-        sa.Column("exam_date", sa.Date(), nullable=False),
-        sa.Column("title", sa.String(length=200), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False, comment="Paper id."),
+        sa.Column("subject_id", sa.Integer(), nullable=False, comment="Subject of the paper."),
+        sa.Column("exam_year", sa.SmallInteger(), nullable=False, comment="Year the exam was sat."),
+        sa.Column(
+            "paper_number",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Paper number within the year's exam (1, 2, ...).",
+        ),
+        sa.Column("exam_date", sa.Date(), nullable=False, comment="Date the exam was sat."),
+        sa.Column(
+            "title", sa.String(length=200), nullable=False, comment="Title shown in the app."
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.ForeignKeyConstraint(
             ["subject_id"], ["subjects.id"], name=op.f("fk_past_papers_subject_id_subjects")
@@ -226,6 +287,7 @@ def upgrade() -> None:
             "paper_number",
             name=op.f("uq_past_papers_subject_id_exam_year_paper_number"),
         ),
+        comment="A past exam paper of a subject, sat on `exam_date` in `exam_year`.",
     )
     op.create_table(
         "study_activity",
@@ -234,27 +296,46 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Row id.",
         ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student.",
         ),
-        sa.Column("activity_date", sa.Date(), nullable=False),
-        sa.Column("study_minutes", sa.Integer(), nullable=False),
-        sa.Column("logins", sa.SmallInteger(), nullable=False),
-        sa.Column("streak_days", sa.Integer(), nullable=False),
+        sa.Column("activity_date", sa.Date(), nullable=False, comment="Day of the activity (UTC)."),
+        sa.Column(
+            "study_minutes",
+            sa.Integer(),
+            nullable=False,
+            comment="Minutes studied that day (0-1440).",
+        ),
+        sa.Column(
+            "logins",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Times the student opened the app that day.",
+        ),
+        sa.Column(
+            "streak_days",
+            sa.Integer(),
+            nullable=False,
+            comment="Consecutive days of study up to and including this one.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint("logins >= 0", name=op.f("ck_study_activity_logins_nonnegative")),
         sa.CheckConstraint("streak_days >= 0", name=op.f("ck_study_activity_streak_nonnegative")),
@@ -269,28 +350,48 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "activity_date", name=op.f("uq_study_activity_user_id_activity_date")
         ),
+        comment="A student's study on one day: minutes, logins and the streak it extends.",
     )
     op.create_index(
         op.f("ix_study_activity_updated_at"), "study_activity", ["updated_at"], unique=False
     )
     op.create_table(
         "topics",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("subject_id", sa.Integer(), nullable=False),
-        sa.Column("name", sa.String(length=160), nullable=False),
-        sa.Column("position", sa.SmallInteger(), nullable=False),
-        sa.Column("syllabus_weight", sa.Float(), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False, comment="Topic id."),
+        sa.Column(
+            "subject_id", sa.Integer(), nullable=False, comment="Subject the topic belongs to."
+        ),
+        sa.Column(
+            "name",
+            sa.String(length=160),
+            nullable=False,
+            comment="Topic name, unique within its subject.",
+        ),
+        sa.Column(
+            "position",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Order of the topic in the subject's syllabus (1 = first).",
+        ),
+        sa.Column(
+            "syllabus_weight",
+            sa.Float(),
+            nullable=False,
+            comment="Share of the subject's exam marks the syllabus gives the topic (0-1; a subject's weights sum to 1).",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "syllabus_weight >= 0 AND syllabus_weight <= 1", name=op.f("ck_topics_weight_range")
@@ -300,6 +401,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_topics")),
         sa.UniqueConstraint("subject_id", "name", name=op.f("uq_topics_subject_id_name")),
+        comment="A syllabus topic of a subject; `syllabus_weight` is its share of the exam's marks.",
     )
     op.create_table(
         "user_preferences",
@@ -307,26 +409,45 @@ def upgrade() -> None:
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student.",
         ),
-        sa.Column("daily_goal_minutes", sa.SmallInteger(), nullable=False),
-        sa.Column("preferred_difficulty", sa.String(length=8), nullable=False),
+        sa.Column(
+            "daily_goal_minutes",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Minutes a day the student aims to study.",
+        ),
+        sa.Column(
+            "preferred_difficulty",
+            sa.String(length=8),
+            nullable=False,
+            comment="easy, medium or hard.",
+        ),
         sa.Column(
             "interested_topic_ids",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
+            comment="Topic ids the student marked as interesting (JSON array).",
         ),
-        sa.Column("reminders_enabled", sa.Boolean(), nullable=False),
+        sa.Column(
+            "reminders_enabled",
+            sa.Boolean(),
+            nullable=False,
+            comment="Whether the student wants study reminders.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "preferred_difficulty IN ('easy','medium','hard')",
@@ -339,6 +460,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_user_preferences_user_id_users")
         ),
         sa.PrimaryKeyConstraint("user_id", name=op.f("pk_user_preferences")),
+        comment="A student's stated learning preferences.",
     )
     op.create_index(
         op.f("ix_user_preferences_updated_at"), "user_preferences", ["updated_at"], unique=False
@@ -350,27 +472,51 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Row id.",
         ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student.",
         ),
-        sa.Column("recorded_on", sa.Date(), nullable=False),
-        sa.Column("completion_percent", sa.Float(), nullable=False),
-        sa.Column("topics_completed", sa.SmallInteger(), nullable=False),
-        sa.Column("topics_total", sa.SmallInteger(), nullable=False),
+        sa.Column(
+            "recorded_on",
+            sa.Date(),
+            nullable=False,
+            comment="Day the app recorded the progress (UTC).",
+        ),
+        sa.Column(
+            "completion_percent",
+            sa.Float(),
+            nullable=False,
+            comment="Syllabus completion over the student's enrolled subjects, weighted by syllabus weight, 0-100.",
+        ),
+        sa.Column(
+            "topics_completed",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Topics of the enrolled syllabi the student has completed.",
+        ),
+        sa.Column(
+            "topics_total",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Topics of the enrolled syllabi.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "completion_percent >= 0 AND completion_percent <= 100",
@@ -383,6 +529,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "recorded_on", name=op.f("uq_user_progress_user_id_recorded_on")
         ),
+        comment="Syllabus completion of a student as recorded by the app on a day.",
     )
     op.create_index(
         op.f("ix_user_progress_updated_at"), "user_progress", ["updated_at"], unique=False
@@ -393,20 +540,33 @@ def upgrade() -> None:
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student.",
         ),
-        sa.Column("subject_id", sa.Integer(), nullable=False),
-        sa.Column("enrolled_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column(
+            "subject_id",
+            sa.Integer(),
+            nullable=False,
+            comment="Subject the student is enrolled in.",
+        ),
+        sa.Column(
+            "enrolled_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the student enrolled.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.ForeignKeyConstraint(
             ["subject_id"], ["subjects.id"], name=op.f("fk_user_subjects_subject_id_subjects")
@@ -415,31 +575,55 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_user_subjects_user_id_users")
         ),
         sa.PrimaryKeyConstraint("user_id", "subject_id", name=op.f("pk_user_subjects")),
+        comment="Which subjects a student is enrolled in (completion counts these syllabi).",
     )
     op.create_index(
         op.f("ix_user_subjects_updated_at"), "user_subjects", ["updated_at"], unique=False
     )
     op.create_table(
         "questions",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("paper_id", sa.Integer(), nullable=False),
-        sa.Column("topic_id", sa.Integer(), nullable=False),
-        sa.Column("question_number", sa.SmallInteger(), nullable=False),
-        sa.Column("text", sa.Text(), nullable=False),
-        sa.Column("marks", sa.SmallInteger(), nullable=False),
-        sa.Column("difficulty", sa.SmallInteger(), nullable=False),
-        sa.Column("correct_option", sa.String(length=1), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False, comment="Question id."),
+        sa.Column(
+            "paper_id", sa.Integer(), nullable=False, comment="Past paper the question appeared in."
+        ),
+        sa.Column(
+            "topic_id", sa.Integer(), nullable=False, comment="Syllabus topic the question tests."
+        ),
+        sa.Column(
+            "question_number",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Number of the question within its paper.",
+        ),
+        sa.Column("text", sa.Text(), nullable=False, comment="Question text as printed."),
+        sa.Column(
+            "marks", sa.SmallInteger(), nullable=False, comment="Marks the question carries."
+        ),
+        sa.Column(
+            "difficulty",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Difficulty as the app rates it: 1 (easy) to 5 (hard).",
+        ),
+        sa.Column(
+            "correct_option",
+            sa.String(length=1),
+            nullable=False,
+            comment="The right option of the multiple-choice version: A-D.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "correct_option IN ('A','B','C','D')", name=op.f("ck_questions_option_set")
@@ -458,6 +642,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "paper_id", "question_number", name=op.f("uq_questions_paper_id_question_number")
         ),
+        comment="A question of a past paper, tagged with its topic; `difficulty` is the app's 1-5.",
     )
     op.create_index(op.f("ix_questions_topic_id"), "questions", ["topic_id"], unique=False)
     op.create_index(op.f("ix_questions_updated_at"), "questions", ["updated_at"], unique=False)
@@ -468,31 +653,67 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Test id.",
         ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student who took the test.",
         ),
-        sa.Column("subject_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("topic_id", sa.Integer(), nullable=True),
-        sa.Column("paper_id", sa.Integer(), nullable=True),
-        sa.Column("question_count", sa.SmallInteger(), nullable=False),
-        sa.Column("score_percent", sa.Float(), nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("subject_id", sa.Integer(), nullable=False, comment="Subject of the test."),
+        sa.Column(
+            "kind",
+            sa.String(length=16),
+            nullable=False,
+            comment="topic_quiz (questions of one topic) or mock_paper (questions of one past paper).",
+        ),
+        sa.Column(
+            "topic_id",
+            sa.Integer(),
+            nullable=True,
+            comment="Topic of a topic quiz; null for a mock paper.",
+        ),
+        sa.Column(
+            "paper_id",
+            sa.Integer(),
+            nullable=True,
+            comment="Past paper of a mock paper; null for a topic quiz.",
+        ),
+        sa.Column(
+            "question_count",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Questions answered in the test.",
+        ),
+        sa.Column(
+            "score_percent", sa.Float(), nullable=False, comment="Share of right answers, 0-100."
+        ),
+        sa.Column(
+            "started_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the student started the test.",
+        ),
+        sa.Column(
+            "completed_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the student finished the test.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint("kind IN ('topic_quiz','mock_paper')", name=op.f("ck_tests_kind_set")),
         sa.CheckConstraint(
@@ -507,6 +728,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["topic_id"], ["topics.id"], name=op.f("fk_tests_topic_id_topics")),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_tests_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tests")),
+        comment="A test a student took: a topic quiz or a mock built from a past paper.",
     )
     op.create_index(op.f("ix_tests_updated_at"), "tests", ["updated_at"], unique=False)
     op.create_index(
@@ -519,29 +741,48 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Row id.",
         ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student.",
         ),
-        sa.Column("topic_id", sa.Integer(), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("correct", sa.Integer(), nullable=False),
-        sa.Column("accuracy", sa.Float(), nullable=False),
-        sa.Column("avg_time_seconds", sa.Float(), nullable=False),
-        sa.Column("last_attempted_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("topic_id", sa.Integer(), nullable=False, comment="Topic."),
+        sa.Column(
+            "attempts",
+            sa.Integer(),
+            nullable=False,
+            comment="Questions of the topic answered so far.",
+        ),
+        sa.Column("correct", sa.Integer(), nullable=False, comment="Of which right."),
+        sa.Column("accuracy", sa.Float(), nullable=False, comment="correct / attempts, 0-1."),
+        sa.Column(
+            "avg_time_seconds",
+            sa.Float(),
+            nullable=False,
+            comment="Mean seconds per answered question of the topic.",
+        ),
+        sa.Column(
+            "last_attempted_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the student last answered a question of the topic.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "accuracy >= 0 AND accuracy <= 1", name=op.f("ck_topic_performance_accuracy_range")
@@ -560,6 +801,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "topic_id", name=op.f("uq_topic_performance_user_id_topic_id")
         ),
+        comment="The app's running totals per student and topic (current state, not history).",
     )
     op.create_index(
         op.f("ix_topic_performance_updated_at"), "topic_performance", ["updated_at"], unique=False
@@ -571,25 +813,34 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Row id.",
         ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student who rated.",
         ),
-        sa.Column("question_id", sa.Integer(), nullable=False),
-        sa.Column("difficulty_rating", sa.SmallInteger(), nullable=False),
+        sa.Column("question_id", sa.Integer(), nullable=False, comment="Question rated."),
+        sa.Column(
+            "difficulty_rating",
+            sa.SmallInteger(),
+            nullable=False,
+            comment="Difficulty as the student felt it: 1 (easy) to 5 (hard).",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "difficulty_rating BETWEEN 1 AND 5", name=op.f("ck_question_ratings_rating_range")
@@ -606,6 +857,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "question_id", name=op.f("uq_question_ratings_user_id_question_id")
         ),
+        comment="A student's rating of a question's difficulty (1 easy - 5 hard).",
     )
     op.create_index(
         op.f("ix_question_ratings_question_id"), "question_ratings", ["question_id"], unique=False
@@ -620,29 +872,55 @@ def upgrade() -> None:
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
             autoincrement=True,
             nullable=False,
+            comment="Answer id.",
         ),
-        sa.Column("test_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "test_id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+            comment="Test the answer belongs to.",
+        ),
         sa.Column(
             "user_id",
             sa.Uuid(as_uuid=False).with_variant(sa.String(length=36), "sqlite"),
             nullable=False,
+            comment="Student who answered (denormalised from the test for per-user reads).",
         ),
-        sa.Column("question_id", sa.Integer(), nullable=False),
-        sa.Column("selected_option", sa.String(length=1), nullable=True),
-        sa.Column("is_correct", sa.Boolean(), nullable=False),
-        sa.Column("time_taken_seconds", sa.Float(), nullable=False),
-        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("question_id", sa.Integer(), nullable=False, comment="Question answered."),
+        sa.Column(
+            "selected_option",
+            sa.String(length=1),
+            nullable=True,
+            comment="Option the student chose (A-D); null when skipped.",
+        ),
+        sa.Column(
+            "is_correct", sa.Boolean(), nullable=False, comment="Whether the answer was right."
+        ),
+        sa.Column(
+            "time_taken_seconds",
+            sa.Float(),
+            nullable=False,
+            comment="Seconds spent on the question (> 0).",
+        ),
+        sa.Column(
+            "answered_at",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            comment="When the answer was submitted.",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row was created.",
         ),
         sa.Column(
             "updated_at",
             sa.DateTime(timezone=True),
             server_default=sa.text("now()"),
             nullable=False,
+            comment="When the row last changed (a trigger keeps it current); the ingest watermark.",
         ),
         sa.CheckConstraint(
             "selected_option IS NULL OR selected_option IN ('A','B','C','D')",
@@ -659,6 +937,7 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name=op.f("fk_test_answers_user_id_users")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_test_answers")),
+        comment="One answered question of a test.",
     )
     op.create_index(
         op.f("ix_test_answers_question_id"), "test_answers", ["question_id"], unique=False
@@ -673,7 +952,6 @@ def upgrade() -> None:
         ["user_id", "answered_at"],
         unique=False,
     )
-
     _create_updated_at_triggers()
 
 
