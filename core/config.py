@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         description="MLflow tracking server or store. Default: SQLite under PREPIQ_HOME.",
     )
     params_file: Path = Field(default=PROJECT_ROOT / "params.yaml")
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data",
+        description="DVC-tracked data: snapshots (raw/), feature tables, validation reports.",
+    )
 
     # Connection pooling for PostgreSQL, shared by every component that opens the source.
     db_pool_size: int = Field(default=5, ge=1)
@@ -69,9 +73,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("home")
+    @field_validator("home", "data_dir")
     @classmethod
-    def _absolute_home(cls, value: Path) -> Path:
+    def _absolute_path(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
     @property

@@ -28,3 +28,7 @@ class ContractError(PrepIQError):
 
 class SourceNotEmptyError(PrepIQError):
     """Seeding would mix synthetic rows into a database that already holds data."""
+
+
+class DataValidationError(PrepIQError):
+    """The data gate stopped a snapshot: names table, column, expectation, failing share."""

@@ -92,10 +92,19 @@ def table_specs() -> list[TableSpec]:
 
 
 def _where(
-    spec: TableSpec, since: datetime | None, as_of: datetime | None, postgres: bool
+    spec: TableSpec,
+    since: datetime | None,
+    as_of: datetime | None,
+    postgres: bool,
+    equals: dict[str, Any] | None = None,
 ) -> tuple[str, list[Any]]:
     clauses, params = [], []
     mark = "%s" if postgres else "?"
+    for column, value in (equals or {}).items():
+        if column not in spec.table.c:
+            raise ValueError(f"table {spec.name} has no column {column}")
+        clauses.append(f"{column} = {mark}")
+        params.append(value)
     if as_of is not None:
         clauses.append(f"created_at <= {mark}")
         params.append(_db_time(as_of, postgres))
@@ -122,16 +131,18 @@ def stream_table(
     columns: list[str] | None = None,
     since: datetime | None = None,
     as_of: datetime | None = None,
+    equals: dict[str, Any] | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Iterator[pa.RecordBatch]:
     """Rows of a table as record batches of at most `chunk_rows`, ordered by key.
 
     `as_of` keeps rows created at or before it (a point-in-time snapshot); `since` keeps
-    rows whose watermark column passed it (an incremental read)."""
+    rows whose watermark column passed it (an incremental read); `equals` keeps rows whose
+    columns hold the given values (one student's rows, for serving)."""
     wanted = columns or spec.columns
     schema = pa.schema([spec.schema.field(c) for c in wanted])
     postgres = is_postgres(engine)
-    where, params = _where(spec, since, as_of, postgres)
+    where, params = _where(spec, since, as_of, postgres, equals)
     query = f"SELECT {', '.join(wanted)} FROM {spec.name}{where} ORDER BY {', '.join(spec.keys)}"
     raw = engine.raw_connection()
     try:

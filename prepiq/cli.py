@@ -7,7 +7,7 @@ print one line naming the problem and exit with code 2; no traceback reaches the
 from __future__ import annotations
 
 import sys
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import typer
@@ -15,7 +15,7 @@ import typer
 # Typer 0.29 vendors click; its exceptions live here (pinned in requirements.lock).
 from typer._click import exceptions as click_exceptions
 
-from core.config import get_settings
+from core.config import get_settings, load_params
 from core.exceptions import PrepIQError
 from core.logging import configure_logging, get_logger
 
@@ -145,7 +145,6 @@ def seed(
     ] = False,
 ) -> None:
     """Fill a contract database with realistic synthetic PrepIQ data (ground truth apart)."""
-    from core.config import load_params
     from core.database import get_engine
     from core.security import redact_url
     from features.migrate import require_contract, upgrade
@@ -186,6 +185,96 @@ def seed(
         f"seeded {students} students ({total:,} rows, {summary.window_start}..{summary.window_end}) "
         f"in {summary.seconds:.1f}s; ground truth in {summary.truth_dir}"
     )
+
+
+def _parse_timestamp(value: str | None, option: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected an ISO timestamp such as 2026-11-20T18:00:00Z, got {value!r}",
+            param_hint=f"'{option}'",
+        ) from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command()
+def ingest(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Point in time of the snapshot (ISO timestamp, UTC if no zone). Default: now."
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option(help="Rebuild from scratch instead of reading only changes.")
+    ] = False,
+    url: UrlOption = None,
+) -> None:
+    """Snapshot every contract table of the source into data/raw (a Prefect flow)."""
+    from pipelines.ingest import ingest_flow
+
+    moment = _parse_timestamp(as_of, "--as-of")
+    manifest = ingest_flow(source_url=url, as_of=moment, full=full)
+    rows = sum(t.rows for t in manifest.tables.values())
+    read = sum(t.rows_read for t in manifest.tables.values())
+    modes = sorted({t.mode for t in manifest.tables.values()})
+    typer.echo(
+        f"snapshot of {manifest.source} as of {manifest.as_of}: {rows:,} rows in "
+        f"{len(manifest.tables)} tables ({'/'.join(modes)}, {read:,} read) in {manifest.seconds:.1f}s; "
+        f"content hash {manifest.content_hash[:12]}"
+    )
+
+
+@app.command()
+def validate() -> None:
+    """Run the data gate again over the current snapshot (data/raw) and save its report."""
+    from core.exceptions import ConfigError
+    from features.snapshot import RAW_DIR, read_manifest
+    from features.validation import GateSettings, enforce, validate_snapshot, write_report
+    from pipelines.ingest import report_path
+
+    data_dir = get_settings().data_dir
+    manifest = read_manifest(data_dir / RAW_DIR)
+    if manifest is None:
+        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
+    report = validate_snapshot(
+        data_dir / RAW_DIR,
+        as_of=datetime.fromisoformat(manifest.as_of),
+        previous_rows=manifest.previous_rows,
+        settings=GateSettings.from_params(load_params()),
+    )
+    path = write_report(report, report_path(data_dir))
+    enforce(report)
+    typer.echo(f"{report.summary()}; report in {path}")
+
+
+@app.command()
+def features(
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Point in time of the features (ISO timestamp). Default: the snapshot's."
+        ),
+    ] = None,
+) -> None:
+    """Build the four models' feature tables from the current snapshot into data/features."""
+    from core.exceptions import ConfigError
+    from features.snapshot import RAW_DIR, read_manifest
+    from features.store import FEATURES_DIR, build_feature_tables
+
+    data_dir = get_settings().data_dir
+    if read_manifest(data_dir / RAW_DIR) is None:
+        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
+    manifest = build_feature_tables(
+        data_dir / RAW_DIR, data_dir / FEATURES_DIR, _parse_timestamp(as_of, "--as-of")
+    )
+    tables = manifest["tables"]
+    assert isinstance(tables, dict)
+    listing = ", ".join(f"{name} {entry['rows']:,}" for name, entry in tables.items())
+    typer.echo(f"feature tables as of {manifest['as_of']} in {data_dir / FEATURES_DIR}: {listing}")
 
 
 @app.command()

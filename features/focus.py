@@ -1,0 +1,135 @@
+"""Focus-area identifier inputs: test statistics per student and topic up to a point in
+time (accuracy overall and recent, difficulty-adjusted accuracy, time taken, recency,
+incorrect-answer patterns, attempts), from `test_answers` only, so they are point-in-time
+correct (`topic_performance` holds current totals and is not used here)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+
+from features.frames import SourceFrames
+
+TABLES = ("test_answers", "tests", "questions", "topics")
+FEATURE_COLUMNS = (
+    "attempts",
+    "accuracy",
+    "smoothed_accuracy",
+    "accuracy_last_14d",
+    "accuracy_last_30d",
+    "attempts_last_30d",
+    "accuracy_trend",
+    "difficulty_adjusted_accuracy",
+    "mean_difficulty",
+    "seconds_per_mark",
+    "slow_answer_share",
+    "rushed_wrong_share",
+    "repeated_wrong_option_share",
+    "skip_share",
+    "days_since_last_attempt",
+    "mock_share",
+    "syllabus_weight",
+)
+# Expected share of right answers by the app's difficulty rating (1-5), used to judge
+# results against the questions a student happened to get.
+EXPECTED_BY_DIFFICULTY = {1: 0.85, 2: 0.77, 3: 0.69, 4: 0.60, 5: 0.50}
+PRIOR_ANSWERS = 4  # pseudo-answers at the expected rate that shrink small samples
+
+
+def answer_table(frames: SourceFrames) -> pd.DataFrame:
+    """Answers joined with their question (topic, difficulty, marks) and test kind."""
+    answers = frames["test_answers"]
+    questions = frames["questions"][["id", "topic_id", "difficulty", "marks"]].rename(
+        columns={"id": "question_id"}
+    )
+    tests = frames["tests"][["id", "kind"]].rename(columns={"id": "test_id"})
+    joined = answers.merge(questions, on="question_id", how="inner").merge(
+        tests, on="test_id", how="left"
+    )
+    joined["expected"] = joined["difficulty"].map(EXPECTED_BY_DIFFICULTY).astype(float)
+    joined["correct"] = joined["is_correct"].astype(float)
+    return joined
+
+
+def topic_test_stats(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
+    """One row per (student, topic) the student has answered questions of, as of `as_of`."""
+    frames = frames.as_of(as_of)
+    answers = answer_table(frames)
+    columns = ["user_id", "topic_id", *FEATURE_COLUMNS]
+    if answers.empty:
+        return pd.DataFrame(columns=columns)
+    now = pd.Timestamp(as_of)
+    age_days = (now - answers["answered_at"]).dt.total_seconds() / 86400
+    answers["recent14"] = age_days <= 14
+    answers["recent30"] = age_days <= 30
+    answers["seconds_per_mark"] = answers["time_taken_seconds"] / answers["marks"].clip(lower=1)
+    answers["wrong"] = 1.0 - answers["correct"]
+    answers["skipped"] = answers["selected_option"].isna().astype(float)
+    answers["mock"] = (answers["kind"] == "mock_paper").astype(float)
+    # Time relative to the student's own pace, so slow topics stand out for everyone.
+    pace = answers.groupby("user_id")["seconds_per_mark"].transform("median")
+    answers["slow"] = (answers["seconds_per_mark"] > 1.5 * pace).astype(float)
+    answers["rushed_wrong"] = (
+        (answers["seconds_per_mark"] < 0.5 * pace) & (answers["wrong"] > 0)
+    ).astype(float)
+
+    keys = ["user_id", "topic_id"]
+    grouped = answers.groupby(keys)
+    stats = grouped.agg(
+        attempts=("correct", "size"),
+        correct=("correct", "sum"),
+        expected=("expected", "sum"),
+        mean_difficulty=("difficulty", "mean"),
+        seconds_per_mark=("seconds_per_mark", "median"),
+        slow_answer_share=("slow", "mean"),
+        rushed_wrong_share=("rushed_wrong", "mean"),
+        skip_share=("skipped", "mean"),
+        mock_share=("mock", "mean"),
+        last_answer=("answered_at", "max"),
+    )
+    stats["accuracy"] = stats["correct"] / stats["attempts"]
+    prior = stats["expected"] / stats["attempts"]
+    stats["smoothed_accuracy"] = (stats["correct"] + PRIOR_ANSWERS * prior) / (
+        stats["attempts"] + PRIOR_ANSWERS
+    )
+    stats["difficulty_adjusted_accuracy"] = (stats["correct"] - stats["expected"]) / stats[
+        "attempts"
+    ]
+    for days, flag in ((14, "recent14"), (30, "recent30")):
+        recent = answers[answers[flag]].groupby(keys)["correct"].agg(["sum", "size"])
+        stats[f"accuracy_last_{days}d"] = (
+            (recent["sum"] + PRIOR_ANSWERS * prior.reindex(recent.index))
+            / (recent["size"] + PRIOR_ANSWERS)
+        ).reindex(stats.index)
+        if days == 30:
+            stats["attempts_last_30d"] = recent["size"].reindex(stats.index).fillna(0)
+    # Recent results where there are any, else the overall (smoothed) level.
+    for days in (14, 30):
+        column = f"accuracy_last_{days}d"
+        stats[column] = stats[column].fillna(stats["smoothed_accuracy"])
+    stats["accuracy_trend"] = stats["accuracy_last_30d"] - stats["smoothed_accuracy"]
+    # A misconception shows as the same wrong option chosen again for the same question.
+    wrong = answers[(answers["wrong"] > 0) & answers["selected_option"].notna()]
+    if wrong.empty:
+        stats["repeated_wrong_option_share"] = 0.0
+    else:
+        per_option = wrong.groupby([*keys, "question_id", "selected_option"]).size()
+        repeated = (per_option[per_option > 1]).groupby(level=keys).sum()
+        stats["repeated_wrong_option_share"] = (
+            repeated.reindex(stats.index).fillna(0) / stats["attempts"]
+        ).fillna(0.0)
+    stats["days_since_last_attempt"] = (now - stats["last_answer"]).dt.total_seconds() / 86400
+    weights = frames["topics"].set_index("id")["syllabus_weight"]
+    stats = stats.reset_index()
+    stats["syllabus_weight"] = stats["topic_id"].map(weights).astype(float)
+    stats["attempts"] = stats["attempts"].astype(float)
+    result = stats[columns].sort_values(keys).reset_index(drop=True)
+    result[list(FEATURE_COLUMNS)] = result[list(FEATURE_COLUMNS)].astype(float).round(10)
+    return result
+
+
+def feature_matrix(stats: pd.DataFrame) -> np.ndarray:
+    """The model's input matrix from `topic_test_stats` rows."""
+    return stats[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
