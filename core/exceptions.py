@@ -32,3 +32,7 @@ class SourceNotEmptyError(PrepIQError):
 
 class DataValidationError(PrepIQError):
     """The data gate stopped a snapshot: names table, column, expectation, failing share."""
+
+
+class SourceDataError(PrepIQError):
+    """A source row holds a value the contract's type cannot take (names table and column)."""

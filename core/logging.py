@@ -37,13 +37,13 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info if use_json else _identity,
+                _exceptions_for(level),
                 renderer,
             ],
         )
@@ -57,8 +57,36 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     _configured = True
 
 
-def _identity(_logger: Any, _name: str, event: Any) -> Any:
-    return event
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def _exceptions_for(level: str) -> Any:
+    """Tracebacks only at DEBUG; otherwise a one-line `error` field (no stack to users)."""
+
+    def process(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+        exc_info = event.pop("exc_info", None)
+        if exc_info:
+            if exc_info is True:
+                exc_info = sys.exc_info()
+            if isinstance(exc_info, BaseException):
+                exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+            if level == "DEBUG":
+                event["exc_info"] = exc_info
+                return dict(structlog.processors.format_exc_info(_logger, _name, event))
+            if exc_info[0] is not None:
+                event["error"] = f"{exc_info[0].__name__}: {exc_info[1]}"
+        return event
+
+    return process
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -9,11 +9,13 @@ from the contract, so a snapshot does not depend on the database it came from.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from sqlalchemy import (
@@ -31,6 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.type_api import TypeEngine
 
 from core.database import is_postgres
+from core.exceptions import SourceDataError
 from features.schema import Base
 
 DEFAULT_CHUNK_ROWS = 100_000
@@ -150,9 +153,20 @@ def stream_table(
             yield from _stream_postgres(raw.driver_connection, query, params, schema, chunk_rows)
         else:
             yield from _stream_sqlite(raw.driver_connection, query, params, schema, chunk_rows)
+    except pa.ArrowInvalid as exc:
+        raise SourceDataError(f"table {spec.name}: {_unreadable(str(exc), schema)}") from exc
     finally:
         raw.rollback()
         raw.close()
+
+
+def _unreadable(message: str, schema: pa.Schema) -> str:
+    """Arrow's conversion error, with the CSV column number turned into the column name."""
+    first_line = message.strip().splitlines()[0]
+    found = re.search(r"column #(\d+)", first_line)
+    if found and int(found.group(1)) < len(schema):
+        first_line = f"column {schema.names[int(found.group(1))]}: {first_line}"
+    return first_line
 
 
 class _CopyReader(io.RawIOBase):
@@ -227,10 +241,13 @@ def _stream_sqlite(
         cursor.execute(query, params)
         while rows := cursor.fetchmany(chunk_rows):
             columns = list(zip(*rows, strict=True))
-            arrays = [
-                _sqlite_array(list(values), field.type)
-                for values, field in zip(columns, schema, strict=True)
-            ]
+            arrays = []
+            for values, field in zip(columns, schema, strict=True):
+                try:
+                    arrays.append(_sqlite_array(list(values), field.type))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, ValueError) as exc:
+                    reason = str(exc).strip().splitlines()[0]
+                    raise pa.ArrowInvalid(f"column {field.name}: {reason}") from exc
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
     finally:
         cursor.close()
@@ -238,8 +255,14 @@ def _stream_sqlite(
 
 def _sqlite_array(values: list[Any], target: pa.DataType) -> pa.Array:
     if pa.types.is_timestamp(target):
-        # Stored as naive UTC text; parse as naive, then mark as UTC.
-        return pa.array(values, pa.string()).cast(pa.timestamp("us")).cast(target)
+        # SQLAlchemy stores naive UTC text: parse it as such, fast. Rows other writers
+        # stored with an offset ('...+02:00') take the slower path that converts them.
+        text = pa.array(values, pa.string())
+        try:
+            return text.cast(pa.timestamp("us")).cast(target)
+        except pa.ArrowInvalid:
+            parsed = pd.to_datetime(pd.Series(values, dtype=object), utc=True, format="ISO8601")
+            return pa.array(parsed.dt.as_unit("us"), target)
     if pa.types.is_date32(target):
         return pa.array(values, pa.string()).cast(target)
     if pa.types.is_boolean(target):

@@ -101,6 +101,33 @@ def migrated_engine(url: str) -> Engine:
 
 
 @pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """Prefect's engine against a temporary local API for the whole session (real flows,
+    real task runs, real retries)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def fast_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """params.yaml with short retry delays, so retry tests take a second, not a minute."""
+    import yaml
+
+    from core.config import PROJECT_ROOT, get_settings
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["ingest"].update(retries=2, retry_delay_seconds=0.05)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PREPIQ_PARAMS_FILE", str(path))
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
 def seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Path]:
     """A small seeded SQLite source (300 students, 120 days) and its ground-truth folder."""
     from synthetic.generator import seed_source
