@@ -138,3 +138,24 @@ def seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Pat
         engine, students=300, seed=7, days=120, end_date=END_DATE, truth_dir=folder / "truth"
     )
     return engine, folder / "truth"
+
+
+@pytest.fixture(scope="session")
+def clean_snapshot(
+    seeded_sqlite: tuple[Engine, Path],
+    prefect_harness: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A snapshot of the small seeded source, through the real ingest flow (it passed the gate)."""
+    from datetime import UTC, datetime
+
+    from features.snapshot import RAW_DIR
+    from pipelines.ingest import ingest_flow
+
+    engine, _ = seeded_sqlite
+    data = tmp_path_factory.mktemp("data")
+    as_of = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
+    ingest_flow(
+        source_url=engine.url.render_as_string(hide_password=False), data_dir=data, as_of=as_of
+    )
+    return data / RAW_DIR
