@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv train seed test lint typecheck pytest lock bench-seed clean
+.PHONY: venv train seed test lint typecheck pytest lock bench-seed bench-ingest clean
 
 venv: $(STAMP)
 
@@ -19,9 +19,13 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pre-commit install --install-hooks >/dev/null 2>&1 || true
 	@touch $(STAMP)
 
+# The main job on the embedded defaults: migrate and seed the SQLite source if it is
+# empty, snapshot it through the data gate, build the feature tables.
 train: venv
 	$(BIN)/prepiq db upgrade
 	$(BIN)/prepiq seed --if-empty
+	$(BIN)/prepiq ingest
+	$(BIN)/prepiq features
 
 seed: venv
 	$(BIN)/prepiq seed --reset
@@ -47,6 +51,9 @@ lock:
 
 bench-seed: venv
 	$(BIN)/python benchmarks/seed.py
+
+bench-ingest: venv
+	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf .prepiq .mypy_cache .ruff_cache .pytest_cache
