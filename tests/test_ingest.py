@@ -142,6 +142,8 @@ class FlakyProxy:
                 client, _ = self.server.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed by close()
+                return
             self.accepted += 1
             if self.accepted <= self.drops:
                 client.close()
