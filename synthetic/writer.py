@@ -109,6 +109,9 @@ def bulk_loader(engine: Engine) -> Iterator[BulkLoader]:
             # A big page cache keeps the indexes' B-trees in memory while millions of rows
             # with random user ids go in; SQLite's default (2 MB) makes loads superlinear.
             sqlite.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")  # type: ignore[union-attr]
+            # One all-or-nothing transaction of millions of rows would grow the WAL to the
+            # size of the data; a rollback journal only keeps the pages that existed before.
+            sqlite.execute("PRAGMA journal_mode=DELETE")  # type: ignore[union-attr]
             sqlite.execute("BEGIN")  # type: ignore[union-attr]
         loader = BulkLoader(raw.driver_connection, postgres)
         yield loader
@@ -117,4 +120,6 @@ def bulk_loader(engine: Engine) -> Iterator[BulkLoader]:
         raw.rollback()
         raise
     finally:
+        if not is_postgres(engine):
+            raw.driver_connection.execute("PRAGMA journal_mode=WAL")  # type: ignore[union-attr]
         raw.close()
