@@ -53,17 +53,22 @@ def answer_table(frames: SourceFrames) -> pd.DataFrame:
     return joined
 
 
+def answers_as_of(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
+    """`answer_table` of the answers given up to `as_of`, with their age in days."""
+    answers = answer_table(frames.as_of(as_of))
+    answers["age_days"] = (pd.Timestamp(as_of) - answers["answered_at"]).dt.total_seconds() / 86400
+    return answers
+
+
 def topic_test_stats(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     """One row per (student, topic) the student has answered questions of, as of `as_of`."""
-    frames = frames.as_of(as_of)
-    answers = answer_table(frames)
+    answers = answers_as_of(frames, as_of)
     columns = ["user_id", "topic_id", *FEATURE_COLUMNS]
     if answers.empty:
         return pd.DataFrame(columns=columns)
     now = pd.Timestamp(as_of)
-    age_days = (now - answers["answered_at"]).dt.total_seconds() / 86400
-    answers["recent14"] = age_days <= 14
-    answers["recent30"] = age_days <= 30
+    answers["recent14"] = answers["age_days"] <= 14
+    answers["recent30"] = answers["age_days"] <= 30
     answers["seconds_per_mark"] = answers["time_taken_seconds"] / answers["marks"].clip(lower=1)
     answers["wrong"] = 1.0 - answers["correct"]
     answers["skipped"] = answers["selected_option"].isna().astype(float)

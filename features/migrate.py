@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,24 +41,23 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> str | None:
-    """Migrate a database up to `revision` and return the revision it is at."""
+def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> str | None:
     check_connection(engine)
     config = _config()
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # one transaction: a failed migration changes nothing
         config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        step(config, revision)
     return current_revision(engine)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate a database up to `revision` and return the revision it is at."""
+    return _migrate(engine, command.upgrade, revision)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> str | None:
     """Migrate a database down to `revision` (default: drop the whole contract)."""
-    check_connection(engine)
-    config = _config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, revision)
-    return current_revision(engine)
+    return _migrate(engine, command.downgrade, revision)
 
 
 def contract_problems(engine: Engine) -> list[str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from features.focus import PRIOR_ANSWERS, answer_table
+from features.focus import PRIOR_ANSWERS, answers_as_of
 from features.frames import SourceFrames
 
 TABLES = (
@@ -46,13 +46,12 @@ CONTENT_COLUMNS = (
 
 def interactions(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     """One row per (student, topic) practised: how much, how well, and how it changed."""
-    frames = frames.as_of(as_of)
-    answers = answer_table(frames)
+    answers = answers_as_of(frames, as_of)
     columns = ["user_id", "topic_id", *INTERACTION_COLUMNS]
     if answers.empty:
         return pd.DataFrame(columns=columns)
     now = pd.Timestamp(as_of)
-    answers["recent"] = (now - answers["answered_at"]).dt.total_seconds() <= 30 * 86400
+    answers["recent"] = answers["age_days"] <= 30
     keys = ["user_id", "topic_id"]
     overall = answers.groupby(keys).agg(
         attempts=("correct", "size"), correct=("correct", "sum"), last=("answered_at", "max")
