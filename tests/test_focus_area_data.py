@@ -1,0 +1,104 @@
+"""Focus-area training data: labels come from later test results in the source, and the
+hold-out is split from training by student and by time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.focus import answer_table
+from features.frames import SourceFrames, from_snapshot
+from features.store import TABLES
+from tests.conftest import END_DATE
+from training import focus_area as fa
+from training.splits import group_folds, holdout_students
+
+PARAMS = fa.FocusAreaParams(label_window_days=30, min_label_answers=3, holdout_fraction=0.3)
+
+
+@pytest.fixture(scope="module")
+def frames(clean_snapshot: Path) -> SourceFrames:
+    return from_snapshot(clean_snapshot, TABLES)
+
+
+@pytest.fixture(scope="module")
+def dataset(frames: SourceFrames) -> fa.FocusAreaData:
+    as_of = pd.Timestamp(END_DATE).tz_localize("UTC").to_pydatetime() + timedelta(hours=23)
+    return fa.make_dataset(frames, as_of, PARAMS, seed=42)
+
+
+def test_labels_are_later_results_below_the_threshold(
+    frames: SourceFrames, dataset: fa.FocusAreaData
+) -> None:
+    row = dataset.holdout.iloc[0]
+    answers = answer_table(frames)
+    window = answers[
+        (answers["user_id"] == row["user_id"])
+        & (answers["topic_id"] == row["topic_id"])
+        & (answers["answered_at"] > row["origin"])
+        & (answers["answered_at"] <= row["origin"] + pd.Timedelta(days=PARAMS.label_window_days))
+    ]
+    assert len(window) >= PARAMS.min_label_answers
+    assert row[fa.LABEL] == int(window["correct"].mean() < PARAMS.weak_threshold)
+    assert 0.05 < dataset.train[fa.LABEL].mean() < 0.6  # both classes are well represented
+
+
+def test_holdout_is_other_students_at_a_later_time(dataset: fa.FocusAreaData) -> None:
+    assert set(dataset.train["user_id"]).isdisjoint(set(dataset.holdout["user_id"]))
+    latest_train_window_end = dataset.train["origin"].max() + pd.Timedelta(
+        days=PARAMS.label_window_days
+    )
+    assert latest_train_window_end <= dataset.holdout["origin"].min()
+    assert len(dataset.holdout) > 20
+
+
+def test_holdout_students_are_stable_across_snapshots() -> None:
+    ids = [f"user-{i}" for i in range(2000)]
+    first = holdout_students(ids, 0.2, seed=1)
+    assert first == holdout_students([*ids, "newcomer"], 0.2, seed=1) - {"newcomer"}
+    assert 300 < len(first) < 500
+    assert first != holdout_students(ids, 0.2, seed=2)
+
+
+def test_folds_keep_each_student_in_one_fold() -> None:
+    groups = np.repeat(np.arange(50), 4)
+    folds = group_folds(groups, 3, seed=0)
+    for fit_rows, score_rows in folds:
+        assert set(groups[fit_rows]).isdisjoint(groups[score_rows])
+    assert sorted(np.concatenate([s for _, s in folds]).tolist()) == list(range(200))
+
+
+def test_failing_every_question_of_a_topic_flags_it_weak(dataset: fa.FocusAreaData) -> None:
+    """Behaviour: a student failing every question of a topic gets it flagged weak, one
+    answering all right does not."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    model = RandomForestClassifier(n_estimators=60, min_samples_leaf=3, random_state=0)
+    model.fit(fa.feature_matrix(dataset.train), dataset.train[fa.LABEL])
+    failing = dataset.train.iloc[[0]].copy()
+    for column, value in {
+        "accuracy": 0.0,
+        "smoothed_accuracy": 0.1,
+        "accuracy_last_14d": 0.1,
+        "accuracy_last_30d": 0.1,
+        "difficulty_adjusted_accuracy": -0.7,
+        "attempts": 12.0,
+        "attempts_last_30d": 12.0,
+    }.items():
+        failing[column] = value
+    acing = failing.copy()
+    for column, value in {
+        "accuracy": 1.0,
+        "smoothed_accuracy": 0.95,
+        "accuracy_last_14d": 0.95,
+        "accuracy_last_30d": 0.95,
+        "difficulty_adjusted_accuracy": 0.3,
+    }.items():
+        acing[column] = value
+    weak = model.predict_proba(fa.feature_matrix(pd.concat([failing, acing])))[:, 1]
+    assert weak[0] > 0.5  # flagged weak
+    assert weak[1] < 0.3

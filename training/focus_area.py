@@ -1,0 +1,245 @@
+"""Focus-area identifier: is a topic weak for a student, from the student's test results?
+
+Examples are (student, topic) pairs at a point in time t: features are the student's test
+statistics on the topic up to t (`features.focus`); the label comes from the source
+itself: the student's accuracy on the topic over the following window falls below a
+threshold (`params.yaml: focus_area`). The generator's true weak topics are never a
+training input; they are a second yardstick for evaluation on synthetic data.
+
+Candidates (Random Forest, Extra Trees, an RBF-kernel SVM via Nystroem features, and
+gradient boosting) compete inside one Optuna study; the decision threshold is then chosen
+on out-of-fold predictions of the training students.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import ClassifierMixin, clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+)
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from features.focus import FEATURE_COLUMNS, answer_table, topic_test_stats
+from features.frames import SourceFrames
+from training.metrics import binary_classification
+from training.splits import group_folds, holdout_students, origins
+
+NAME = "prepiq-focus-area"
+LABEL = "weak"
+
+
+@dataclass(frozen=True)
+class FocusAreaParams:
+    """The knobs of `params.yaml: focus_area`."""
+
+    label_window_days: int = 30
+    weak_threshold: float = 0.5
+    min_label_answers: int = 5
+    origin_step_days: int = 14
+    first_origin_days: int = 30
+    holdout_fraction: float = 0.2
+    cv_folds: int = 3
+    trials: int = 15
+    candidates: tuple[str, ...] = ("random_forest", "extra_trees", "svm", "gradient_boosting")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> FocusAreaParams:
+        section = dict(params.get("focus_area", {}))
+        if "candidates" in section:
+            section["candidates"] = tuple(section["candidates"])
+        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def examples_at(frames: SourceFrames, origin: datetime, p: FocusAreaParams) -> pd.DataFrame:
+    """Labelled (student, topic) pairs at `origin`: features up to it, results after it."""
+    features = topic_test_stats(frames, origin)
+    answers = answer_table(frames)
+    end = origin + timedelta(days=p.label_window_days)
+    later = answers[
+        (answers["answered_at"] > pd.Timestamp(origin))
+        & (answers["answered_at"] <= pd.Timestamp(end))
+    ]
+    outcome = later.groupby(["user_id", "topic_id"])["correct"].agg(["mean", "size"])
+    outcome = outcome[outcome["size"] >= p.min_label_answers]
+    labelled = features.merge(
+        outcome.rename(columns={"mean": "later_accuracy", "size": "later_answers"}).reset_index(),
+        on=["user_id", "topic_id"],
+    )
+    labelled[LABEL] = (labelled["later_accuracy"] < p.weak_threshold).astype(int)
+    labelled["origin"] = pd.Timestamp(origin)
+    return labelled
+
+
+@dataclass
+class FocusAreaData:
+    """Training examples (training students, earlier origins) and the hold-out (other
+    students, the latest origin whose label window has passed)."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    holdout_origin: datetime
+
+
+def make_dataset(
+    frames: SourceFrames, as_of: datetime, p: FocusAreaParams, seed: int
+) -> FocusAreaData:
+    """Split by student and by time: hold-out students are scored at the last origin whose
+    window has closed; training students at origins whose windows closed before it."""
+    holdout_origin = as_of - timedelta(days=p.label_window_days)
+    users = frames["users"]["id"].tolist()
+    held_out = holdout_students(users, p.holdout_fraction, seed)
+    start = frames["users"]["created_at"].min().to_pydatetime() + timedelta(
+        days=p.first_origin_days
+    )
+    train_origins = origins(
+        start, holdout_origin - timedelta(days=p.label_window_days), p.origin_step_days
+    )
+    train = pd.concat([examples_at(frames, t, p) for t in train_origins], ignore_index=True)
+    train = train[~train["user_id"].isin(held_out)].reset_index(drop=True)
+    holdout = examples_at(frames, holdout_origin, p)
+    holdout = holdout[holdout["user_id"].isin(held_out)].reset_index(drop=True)
+    return FocusAreaData(train=train, holdout=holdout, holdout_origin=holdout_origin)
+
+
+def suggest(trial: Any, candidates: tuple[str, ...], seed: int) -> ClassifierMixin:
+    """An Optuna trial's candidate: which family, and its hyperparameters."""
+    family = trial.suggest_categorical("family", list(candidates))
+    if family == "random_forest":
+        return RandomForestClassifier(
+            n_estimators=trial.suggest_int("rf_trees", 50, 300, step=50),
+            max_depth=trial.suggest_int("rf_max_depth", 4, 16),
+            min_samples_leaf=trial.suggest_int("rf_min_samples_leaf", 1, 30, log=True),
+            max_features=trial.suggest_float("rf_max_features", 0.3, 1.0),
+            class_weight=trial.suggest_categorical("rf_class_weight", [None, "balanced"]),
+            n_jobs=1,  # per-request predictions stay fast; tuning parallelises across trials
+            random_state=seed,
+        )
+    if family == "extra_trees":
+        return ExtraTreesClassifier(
+            n_estimators=trial.suggest_int("et_trees", 50, 300, step=50),
+            max_depth=trial.suggest_int("et_max_depth", 4, 16),
+            min_samples_leaf=trial.suggest_int("et_min_samples_leaf", 1, 30, log=True),
+            max_features=trial.suggest_float("et_max_features", 0.3, 1.0),
+            n_jobs=1,
+            random_state=seed,
+        )
+    if family == "svm":
+        return make_pipeline(
+            StandardScaler(),
+            Nystroem(
+                gamma=trial.suggest_float("svm_gamma", 0.005, 0.5, log=True),
+                n_components=300,
+                random_state=seed,
+            ),
+            CalibratedClassifierCV(
+                LinearSVC(C=trial.suggest_float("svm_c", 0.01, 10.0, log=True), random_state=seed),
+                cv=3,
+            ),
+        )
+    return HistGradientBoostingClassifier(
+        max_iter=trial.suggest_int("gb_iterations", 50, 400, step=50),
+        learning_rate=trial.suggest_float("gb_learning_rate", 0.02, 0.3, log=True),
+        max_leaf_nodes=trial.suggest_int("gb_leaf_nodes", 8, 64, log=True),
+        l2_regularization=trial.suggest_float("gb_l2", 1e-4, 1.0, log=True),
+        random_state=seed,
+    )
+
+
+def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
+    return frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
+
+
+def out_of_fold(
+    estimator: ClassifierMixin, frame: pd.DataFrame, folds: int, seed: int, report: Any = None
+) -> np.ndarray:
+    """Out-of-fold weak probabilities, folds grouped by student. `report(step, score)`
+    may raise to prune a hopeless trial after any fold."""
+    x, y = feature_matrix(frame), frame[LABEL].to_numpy()
+    probability = np.full(len(frame), np.nan)
+    for step, (fit_rows, score_rows) in enumerate(
+        group_folds(frame["user_id"].to_numpy(), folds, seed)
+    ):
+        model = clone(estimator).fit(x[fit_rows], y[fit_rows])
+        probability[score_rows] = model.predict_proba(x[score_rows])[:, 1]
+        if report is not None:
+            done = ~np.isnan(probability)
+            report(step, binary_classification(y[done], probability[done])["pr_auc"])
+    return probability
+
+
+def best_threshold(y: np.ndarray, probability: np.ndarray) -> float:
+    """The decision threshold that maximises weak-class F1 on out-of-fold predictions."""
+    candidates = np.linspace(0.1, 0.9, 81)
+    scores = [binary_classification(y, probability, t)["f1"] for t in candidates]
+    return float(candidates[int(np.argmax(scores))])
+
+
+class ThresholdRule:
+    """Baseline: weak when the (smoothed) accuracy so far is below the label's threshold."""
+
+    def __init__(self, weak_threshold: float) -> None:
+        self.weak_threshold = weak_threshold
+
+    def weak_probability(self, frame: pd.DataFrame) -> np.ndarray:
+        # Centred so that accuracy at the threshold maps to 0.5.
+        return np.clip(
+            0.5 + (self.weak_threshold - frame["smoothed_accuracy"].to_numpy()), 0.0, 1.0
+        )
+
+
+def logistic_baseline(train: pd.DataFrame, seed: int) -> Pipeline:
+    """Baseline: logistic regression on the same features."""
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    return model.fit(feature_matrix(train), train[LABEL].to_numpy())
+
+
+def evaluate(
+    model: Any,
+    threshold: float,
+    data: FocusAreaData,
+    p: FocusAreaParams,
+    seed: int,
+    truth: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """Hold-out metrics of the model next to both baselines, on the same examples; and,
+    when the generator's truth is at hand, against the true weak topics."""
+    holdout = data.holdout
+    y = holdout[LABEL].to_numpy()
+    scored = {
+        "model": (model.predict_proba(feature_matrix(holdout))[:, 1], threshold),
+        "baseline_accuracy_rule": (ThresholdRule(p.weak_threshold).weak_probability(holdout), 0.5),
+        "baseline_logistic_regression": (
+            logistic_baseline(data.train, seed).predict_proba(feature_matrix(holdout))[:, 1],
+            0.5,
+        ),
+    }
+    report: dict[str, Any] = {
+        name: binary_classification(y, probability, cut)
+        for name, (probability, cut) in scored.items()
+    }
+    if truth is not None:
+        on_truth = holdout.merge(truth, on=["user_id", "topic_id"], how="inner")
+        if len(on_truth):
+            keep = holdout.set_index(["user_id", "topic_id"]).index.isin(
+                on_truth.set_index(["user_id", "topic_id"]).index
+            )
+            true_weak = on_truth["is_weak"].astype(int).to_numpy()
+            report["against_truth"] = {
+                name: binary_classification(true_weak, probability[keep], cut)
+                for name, (probability, cut) in scored.items()
+            }
+    return report

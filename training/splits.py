@@ -1,0 +1,43 @@
+"""Held-out data is split by student and by time, never by row: a student is in the
+training group or the hold-out group for good (a stable hash of the id and the seed), and
+hold-out examples are scored at a later point in time than anything trained on."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import numpy as np
+
+
+def holdout_students(user_ids: Iterable[str], fraction: float, seed: int) -> set[str]:
+    """The students kept out of training: the same ids for the same seed, whatever else
+    is in the data, so a new snapshot does not move students between groups."""
+    chosen = set()
+    for user in user_ids:
+        digest = hashlib.sha256(f"{seed}:{user}".encode()).digest()
+        if int.from_bytes(digest[:8], "big") / 2**64 < fraction:
+            chosen.add(user)
+    return chosen
+
+
+def origins(first: datetime, last: datetime, step_days: int) -> list[datetime]:
+    """Points in time from `first` to `last` every `step_days` (last included)."""
+    points = []
+    moment = last
+    while moment >= first:
+        points.append(moment)
+        moment -= timedelta(days=step_days)
+    return sorted(points)
+
+
+def group_folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cross-validation folds that keep every student's rows in one fold."""
+    unique = np.unique(groups)
+    rng = np.random.default_rng(seed)
+    fold_of = dict(zip(rng.permutation(unique), np.arange(len(unique)) % n_folds, strict=True))
+    assignment = np.array([fold_of[g] for g in groups])
+    return [
+        (np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)) for k in range(n_folds)
+    ]
