@@ -28,7 +28,7 @@ EVENT_TIME: dict[str, str] = {
     "user_subjects": "enrolled_at",
     "user_preferences": "created_at",
     "past_papers": "exam_date",
-    "tests": "completed_at",
+    "tests": "started_at",  # a test exists once started; its answers follow
     "test_answers": "answered_at",
     "study_activity": "activity_date",
     "user_progress": "recorded_on",

@@ -117,11 +117,15 @@ class Failure:
     expectation: str
     failing_share: float | None
     observed: Any = None
+    failing_rows: int | None = None
 
     def describe(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
         if self.failing_share is not None:
-            what = f"{self.failing_share:.2%} of rows fail"
+            digits = 2 if self.failing_share >= 0.0001 or self.failing_share == 0 else 5
+            share = f"{self.failing_share:.{digits}%}"
+            rows = f"{self.failing_rows:,} rows, " if self.failing_rows is not None else ""
+            what = f"{rows}{share} of rows fail"
         else:
             what = f"observed {self.observed}"
         return f"{where}: {self.expectation} ({what})"
@@ -285,7 +289,8 @@ def _failures(table: str, result: Any) -> Iterator[Failure]:
             table=table,
             column=column,
             expectation=expectation,
-            failing_share=None if share is None else round(share / 100, 6),
+            failing_share=None if share is None else round(share / 100, 8),
+            failing_rows=item.result.get("unexpected_count"),
             observed=observed
             if observed is None or isinstance(observed, int | float | str | list)
             else str(observed),

@@ -136,7 +136,7 @@ def seed(
     ] = None,
     end_date: Annotated[
         str | None,
-        typer.Option(help="Last day of the history (YYYY-MM-DD). Default: today (UTC)."),
+        typer.Option(help="Last day of the history (YYYY-MM-DD). Default: yesterday (UTC)."),
     ] = None,
     url: UrlOption = None,
     reset: Annotated[bool, typer.Option(help="Replace the rows already in the source.")] = False,

@@ -250,7 +250,8 @@ def _write_batch(
             "score_percent": tests["score_percent"],
             "started_at": tests["started_us"].astype("datetime64[us]"),
             "completed_at": completed,
-            "created_at": completed,
+            # The app creates the test row when the student starts it.
+            "created_at": tests["started_us"].astype("datetime64[us]"),
             "updated_at": completed,
         },
     )
@@ -383,7 +384,7 @@ def seed_source(
     progress: Callable[[int, int], None] | None = None,
 ) -> SeedSummary:
     """Fill `engine`'s contract tables with `students` synthetic students over `days` days
-    ending on `end_date` (default: today, UTC), and write the ground truth to `truth_dir`.
+    ending on `end_date` (default: yesterday, UTC), and write the ground truth to `truth_dir`.
 
     Refuses a source that already holds users unless `reset` is set (then every contract
     table is emptied first). All rows are written in one transaction: a failure leaves the
@@ -401,7 +402,8 @@ def seed_source(
             "with synthetic data"
         )
     started = time.perf_counter()
-    end = end_date or date.today()
+    # Default: the history ends with yesterday, so every row lies in the past.
+    end = end_date or date.today() - timedelta(days=1)
     window = Window(start=end - timedelta(days=days - 1), days=days)
     curriculum = build_curriculum(
         np.random.default_rng(np.random.SeedSequence([seed, 0])), _last_exam_year(end)

@@ -247,3 +247,23 @@ def test_cli_ingest_reports_an_unreachable_source_in_one_line(
     assert "127.0.0.1:1/x" in err.strip().splitlines()[-1]
     assert "Traceback" not in err
     assert json.dumps("pw") not in err
+
+
+def test_a_cut_in_the_middle_of_a_test_keeps_the_test_with_its_first_answers(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine = seeded(sqlite_url, tmp_path, students=20)
+    with engine.connect() as conn:
+        test_id, started, completed = conn.execute(
+            text("SELECT id, started_at, completed_at FROM tests ORDER BY id DESC LIMIT 1")
+        ).one()
+    start = datetime.fromisoformat(str(started)).replace(tzinfo=UTC)
+    end = datetime.fromisoformat(str(completed)).replace(tzinfo=UTC)
+    cut = start + (end - start) / 2
+    # The gate passes: the answers given so far have their test (no orphans).
+    ingest_flow(source_url=sqlite_url, data_dir=tmp_path / "data", as_of=cut)
+    answers = pq.read_table(tmp_path / "data" / RAW_DIR / "test_answers.parquet").to_pandas()
+    tests = pq.read_table(tmp_path / "data" / RAW_DIR / "tests.parquet").to_pandas()
+    mine = answers[answers["test_id"] == test_id]
+    assert test_id in set(tests["id"])
+    assert 0 < len(mine) < int(tests.loc[tests["id"] == test_id, "question_count"].iloc[0])

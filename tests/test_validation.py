@@ -69,7 +69,7 @@ def test_nulls_in_a_key_are_stopped(clean_snapshot: Path, tmp_path: Path) -> Non
     messages = [f.describe() for f in report.failures]
     share = 25 / report.tables["study_activity"]["rows"]
     assert (
-        f"study_activity.user_id: expect_column_values_to_not_be_null ({share:.2%} of rows fail)"
+        f"study_activity.user_id: expect_column_values_to_not_be_null (25 rows, {share:.2%} of rows fail)"
         in messages
     )
     # A null key also breaks the (user, day) uniqueness; nothing else is flagged.
@@ -178,3 +178,15 @@ def test_a_failing_snapshot_is_not_published(tmp_path: Path, sqlite_url: str) ->
     assert kept.content_hash == first.content_hash  # the good snapshot stays current
     assert (data / ".raw.rejected" / "manifest.json").exists()  # the bad one is kept to inspect
     assert '"success": false' in report_path(data).read_text()
+
+
+def test_a_tiny_failing_share_is_still_shown() -> None:
+    from features.validation import Failure
+
+    failure = Failure(
+        "test_answers", "test_id", "expect_column_values_to_be_in_set", 2 / 523_513, None, 2
+    )
+    assert (
+        failure.describe()
+        == "test_answers.test_id: expect_column_values_to_be_in_set (2 rows, 0.00038% of rows fail)"
+    )
