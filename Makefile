@@ -20,12 +20,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 # The main job on the embedded defaults: migrate and seed the SQLite source if it is
-# empty, snapshot it through the data gate, build the feature tables.
+# empty, then the training flow (ingest through the data gate, features, models).
 train: venv
 	$(BIN)/prepiq db upgrade
 	$(BIN)/prepiq seed --if-empty
-	$(BIN)/prepiq ingest
-	$(BIN)/prepiq features
+	$(BIN)/prepiq train
 
 seed: venv
 	$(BIN)/prepiq seed --reset

@@ -229,6 +229,41 @@ def ingest(
 
 
 @app.command()
+def train(
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models", help="Models to train (repeatable). Default: all that exist: focus-area."
+        ),
+    ] = None,
+    trials: Annotated[
+        int | None, typer.Option(min=1, help="Optuna trials per model. Default: params.yaml.")
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Ingest through the data gate, build features, tune, evaluate and register the models."""
+    from core.exceptions import ConfigError
+    from pipelines.train import MODELS, train_flow
+
+    unknown = sorted(set(models or []) - set(MODELS))
+    if unknown:
+        raise ConfigError(
+            f"--models: unknown model {', '.join(unknown)} (known: {', '.join(MODELS)})"
+        )
+    results = train_flow(models=models, trials=trials, source_url=url)
+    header = f"{'model':<22} {'version':>7}  {'main metric':<24} {'value':>6}  {'best baseline':<26} {'uplift':>7}  champion"
+    typer.echo(header)
+    for r in results:
+        baseline = f"{r['best_baseline']} {float(r['baseline_value']):.3f}"  # type: ignore[arg-type]
+        typer.echo(
+            f"{r['model']!s:<22} {r['version']!s:>7}  {r['main_metric']!s:<24} {float(r['value']):>6.3f}  "  # type: ignore[arg-type]
+            f"{baseline:<26} {float(r['uplift']):>+7.1%}  {'yes' if r['champion'] else 'no'}"  # type: ignore[arg-type]
+        )
+        typer.echo(f"  report: {r['report']}")
+    typer.echo("Open the MLflow UI with `prepiq ui` (http://127.0.0.1:5000).")
+
+
+@app.command()
 def validate() -> None:
     """Run the data gate again over the current snapshot (data/raw) and save its report."""
     from core.exceptions import ConfigError

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 from sklearn.base import ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
@@ -243,3 +245,85 @@ def evaluate(
                 for name, (probability, cut) in scored.items()
             }
     return report
+
+
+class FocusAreaPyfunc(PythonModel):
+    """What serving loads: the fitted classifier, its decision threshold and the feature
+    columns it expects, in one MLflow model."""
+
+    def __init__(self, estimator: Any, threshold: float) -> None:
+        self.estimator = estimator
+        self.threshold = threshold
+        self.feature_columns = list(FEATURE_COLUMNS)
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        probability = self.estimator.predict_proba(
+            model_input[self.feature_columns].to_numpy(dtype=np.float64)
+        )[:, 1]
+        return pd.DataFrame(
+            {"weak_probability": probability, "is_weak": probability >= self.threshold}
+        )
+
+
+@dataclass
+class TrainedFocusArea:
+    """A tuned, refitted focus-area model and what is known about it."""
+
+    estimator: Any
+    threshold: float
+    best_params: dict[str, Any]
+    cv_score: float
+    report: dict[str, Any]
+    data: FocusAreaData
+
+
+def train(
+    frames: SourceFrames,
+    as_of: datetime,
+    p: FocusAreaParams,
+    *,
+    seed: int,
+    trials: int,
+    storage: str | None,
+    study_name: str,
+    truth_dir: Path | None,
+) -> TrainedFocusArea:
+    """Tune on grouped CV of the training students, refit the winner on all of them, pick
+    its threshold on out-of-fold predictions, and evaluate on the hold-out."""
+    from optuna.trial import FixedTrial
+
+    from training.tuning import pruning_reporter, run_study
+
+    data = make_dataset(frames, as_of, p, seed)
+    y = data.train[LABEL].to_numpy()
+
+    def objective(trial: Any) -> float:
+        candidate = suggest(trial, p.candidates, seed)
+        oof = out_of_fold(candidate, data.train, p.cv_folds, seed, pruning_reporter(trial))
+        return binary_classification(y, oof)["pr_auc"]
+
+    study = run_study(study_name, objective, trials=trials, seed=seed, storage=storage)
+    best = suggest(FixedTrial(study.best_params), p.candidates, seed)
+    threshold = best_threshold(y, out_of_fold(best, data.train, p.cv_folds, seed))
+    estimator = clone(best).fit(feature_matrix(data.train), y)
+    truth = truth_at(truth_dir, data.holdout_origin) if truth_dir else None
+    report = evaluate(estimator, threshold, data, p, seed, truth)
+    return TrainedFocusArea(
+        estimator, threshold, dict(study.best_params), float(study.best_value), report, data
+    )
+
+
+def truth_at(truth_dir: Path, moment: datetime) -> pd.DataFrame | None:
+    """The generator's true weak topics at the latest snapshot at or before `moment`
+    (None when there is no ground truth: on a real Supabase)."""
+    path = truth_dir / "mastery.parquet"
+    if not path.exists():
+        return None
+    mastery = pd.read_parquet(path, columns=["user_id", "topic_id", "as_of", "is_weak"])
+    dates = pd.to_datetime(mastery["as_of"])
+    eligible = dates[dates <= pd.Timestamp(moment.date())]
+    if eligible.empty:
+        return None
+    return mastery[dates == eligible.max()][["user_id", "topic_id", "is_weak"]]

@@ -1,0 +1,63 @@
+"""The training flow (`prepiq train`, `make train`): ingest through the data gate, build
+the feature tables, then train, evaluate and register each model, and print a summary.
+
+Each task calls one plain function; the models train one after another here because each
+already uses both cores (tuning in parallel across models would only contend)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from mlflow import MlflowClient
+from prefect import flow, get_run_logger, task
+
+from core.config import get_settings
+from features.snapshot import RAW_DIR
+from features.store import FEATURES_DIR, build_feature_tables
+from pipelines.ingest import ingest_flow
+from registry.aliases import mark_challenger
+from training import runs
+
+MODELS = {"focus-area": runs.train_focus_area}
+
+
+@task(name="build-features")
+def build_features(data_dir: Path, as_of: datetime) -> str:
+    manifest = build_feature_tables(data_dir / RAW_DIR, data_dir / FEATURES_DIR, as_of)
+    return str(manifest["content_hash"])
+
+
+@task(name="train-model")
+def train_model(
+    model: str, data_dir: Path, as_of: datetime, trials: int | None, storage: str | None
+) -> dict[str, object]:
+    summary = MODELS[model](data_dir / RAW_DIR, data_dir, as_of, trials=trials, storage=storage)
+    became_champion = mark_challenger(MlflowClient(), summary.model, summary.version)
+    get_run_logger().info(
+        "%s version %s: %s %.3f (best baseline %s %.3f)",
+        summary.model,
+        summary.version,
+        summary.main_metric,
+        summary.value,
+        summary.best_baseline,
+        summary.baseline_value,
+    )
+    return {**summary.__dict__, "uplift": summary.uplift, "champion": became_champion}
+
+
+@flow(name="prepiq-train")
+def train_flow(
+    models: list[str] | None = None,
+    trials: int | None = None,
+    source_url: str | None = None,
+    data_dir: Path | None = None,
+    as_of: datetime | None = None,
+    storage: str | None = None,
+) -> list[dict[str, object]]:
+    """Ingest, validate, build features, then train every requested model."""
+    data = data_dir or get_settings().data_dir
+    manifest = ingest_flow(source_url=source_url, data_dir=data, as_of=as_of)
+    moment = datetime.fromisoformat(manifest.as_of)
+    build_features(data, moment)
+    return [train_model(model, data, moment, trials, storage) for model in models or list(MODELS)]
