@@ -71,9 +71,10 @@ def train_focus_area(
     p = focus_area.FocusAreaParams.from_params(params)
     frames = from_snapshot(snapshot_dir, TABLES)
     tracking.configure()
-    experiment = tracking.experiment(focus_area.NAME)
+    # The active experiment, so the nested trial runs land beside their parent.
+    mlflow.set_experiment(experiment_id=tracking.experiment(focus_area.NAME))
     run_name = f"focus-area-{as_of:%Y%m%d-%H%M}"
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name) as run:
+    with mlflow.start_run(run_name=run_name) as run:
         mlflow.set_tags(tracking.lineage(data_dir) | {"model": focus_area.NAME})
         mlflow.log_params({f"focus_area.{k}": v for k, v in asdict(p).items()} | {"seed": seed})
         mlflow.log_artifact(str(get_settings().params_file))

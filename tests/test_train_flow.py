@@ -1,0 +1,124 @@
+"""The training flow end to end through Prefect's engine and a real MLflow store and
+registry (SQLite and PostgreSQL): a registered, aliased version that loads and predicts,
+trials nested under their run, lineage recorded; and a failed data gate trains nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from core.config import get_settings
+from core.exceptions import DataValidationError
+from features.focus import FEATURE_COLUMNS
+from pipelines.train import train_flow
+from synthetic.generator import seed_source
+from tests.conftest import END_DATE, migrated_engine
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tracking_uri(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    make_pg_database,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[str]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}" if request.param == "sqlite" else make_pg_database()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    get_settings.cache_clear()
+    yield uri
+    get_settings.cache_clear()
+
+
+def seeded_source(tmp_path: Path, students: int = 160) -> str:
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    engine = migrated_engine(url)
+    seed_source(
+        engine,
+        students=students,
+        seed=3,
+        days=120,
+        end_date=END_DATE,
+        truth_dir=get_settings().ground_truth_dir,
+    )
+    return url
+
+
+def test_a_small_run_registers_a_model_that_loads_and_predicts(
+    tracking_uri: str, tmp_path: Path
+) -> None:
+    source = seeded_source(tmp_path)
+    results = train_flow(
+        models=["focus-area"], trials=2, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF
+    )
+    (result,) = results
+    assert result["model"] == "prepiq-focus-area"
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    champion = client.get_model_version_by_alias("prepiq-focus-area", "champion")
+    challenger = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
+    assert str(champion.version) == str(challenger.version) == result["version"]
+    model = mlflow.pyfunc.load_model("models:/prepiq-focus-area@champion")
+    features = pd.read_parquet(tmp_path / "data" / "features" / "topic_test_stats.parquet")
+    predicted = model.predict(features[list(FEATURE_COLUMNS)].head(10))
+    assert list(predicted.columns) == ["weak_probability", "is_weak"]
+    assert predicted["weak_probability"].between(0, 1).all()
+
+    run = client.get_run(str(result["run_id"]))
+    assert run.data.tags["data_version"].endswith(".dir") or run.data.tags[
+        "data_version"
+    ].startswith("unavailable")
+    assert run.data.tags["git_commit"] != "unknown"
+    assert "holdout.model.f1" in run.data.metrics
+    assert "holdout.baseline_accuracy_rule.f1" in run.data.metrics
+    trials = client.search_runs(
+        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert len(trials) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/evaluation.json",
+        "evaluation/evaluation.md",
+        "evaluation/curves.png",
+    } <= artifacts
+
+    # A second run adds a challenger; the first version stays champion (promotion decides).
+    second = train_flow(
+        models=["focus-area"], trials=1, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF
+    )
+    newest = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
+    assert str(newest.version) == second[0]["version"]
+    assert (
+        str(client.get_model_version_by_alias("prepiq-focus-area", "champion").version)
+        == result["version"]
+    )
+
+
+def test_a_failed_data_gate_trains_and_registers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    get_settings.cache_clear()
+    source = seeded_source(tmp_path, students=30)
+    stale = AS_OF + timedelta(days=60)  # the newest activity is two months old by then
+    with pytest.raises(DataValidationError, match="expect_column_max_to_be_between"):
+        train_flow(
+            models=["focus-area"],
+            trials=1,
+            source_url=source,
+            data_dir=tmp_path / "data",
+            as_of=stale,
+        )
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert client.search_registered_models() == []
+    assert not (tmp_path / "data" / "features").exists()
+    get_settings.cache_clear()
