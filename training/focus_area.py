@@ -13,7 +13,7 @@ on out-of-fold predictions of the training students.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from core.exceptions import ConfigError
 from features.focus import FEATURE_COLUMNS, answer_table, topic_test_stats
 from features.frames import SourceFrames
 from training.metrics import binary_classification
@@ -54,14 +55,20 @@ class FocusAreaParams:
     first_origin_days: int = 30
     holdout_fraction: float = 0.2
     cv_folds: int = 3
-    trials: int = 15
+    trials: int = 12
     candidates: tuple[str, ...] = ("random_forest", "extra_trees", "svm", "gradient_boosting")
+    search_space: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FocusAreaParams:
         section = dict(params.get("focus_area", {}))
         if "candidates" in section:
             section["candidates"] = tuple(section["candidates"])
+        unknown = set(section.get("search_space", {})) - set(DEFAULT_SPACE)
+        if unknown:
+            raise ConfigError(
+                f"params.yaml focus_area.search_space: unknown hyperparameters {sorted(unknown)}"
+            )
         known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -117,46 +124,81 @@ def make_dataset(
     return FocusAreaData(train=train, holdout=holdout, holdout_origin=holdout_origin)
 
 
-def suggest(trial: Any, candidates: tuple[str, ...], seed: int) -> ClassifierMixin:
-    """An Optuna trial's candidate: which family, and its hyperparameters."""
-    family = trial.suggest_categorical("family", list(candidates))
+DEFAULT_SPACE: dict[str, tuple[float, float]] = {
+    "rf_trees": (50, 300),
+    "rf_max_depth": (4, 16),
+    "rf_min_samples_leaf": (1, 30),
+    "rf_max_features": (0.3, 1.0),
+    "et_trees": (50, 300),
+    "et_max_depth": (4, 16),
+    "et_min_samples_leaf": (1, 30),
+    "et_max_features": (0.3, 1.0),
+    "svm_gamma": (0.005, 0.5),
+    "svm_c": (0.01, 10.0),
+    "gb_iterations": (50, 400),
+    "gb_learning_rate": (0.02, 0.3),
+    "gb_leaf_nodes": (8, 64),
+    "gb_l2": (1e-4, 1.0),
+}
+LOG_SCALE = {
+    "rf_min_samples_leaf",
+    "et_min_samples_leaf",
+    "svm_gamma",
+    "svm_c",
+    "gb_learning_rate",
+    "gb_leaf_nodes",
+    "gb_l2",
+}
+
+
+def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
+    """An Optuna trial's candidate: which family, and its hyperparameters (ranges from
+    `params.yaml: focus_area.search_space`)."""
+    space = DEFAULT_SPACE | {k: tuple(v) for k, v in p.search_space.items()}
+
+    def integer(name: str, step: int = 1) -> int:
+        low, high = space[name]
+        return int(
+            trial.suggest_int(
+                name, int(low), int(high), step=step, log=name in LOG_SCALE and step == 1
+            )
+        )
+
+    def real(name: str) -> float:
+        low, high = space[name]
+        return float(trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE))
+
+    family = trial.suggest_categorical("family", list(p.candidates))
     if family == "random_forest":
         return RandomForestClassifier(
-            n_estimators=trial.suggest_int("rf_trees", 50, 300, step=50),
-            max_depth=trial.suggest_int("rf_max_depth", 4, 16),
-            min_samples_leaf=trial.suggest_int("rf_min_samples_leaf", 1, 30, log=True),
-            max_features=trial.suggest_float("rf_max_features", 0.3, 1.0),
+            n_estimators=integer("rf_trees", step=50),
+            max_depth=integer("rf_max_depth"),
+            min_samples_leaf=integer("rf_min_samples_leaf"),
+            max_features=real("rf_max_features"),
             class_weight=trial.suggest_categorical("rf_class_weight", [None, "balanced"]),
-            n_jobs=1,  # per-request predictions stay fast; tuning parallelises across trials
+            n_jobs=1,  # per-request predictions stay fast (no joblib overhead in serving)
             random_state=seed,
         )
     if family == "extra_trees":
         return ExtraTreesClassifier(
-            n_estimators=trial.suggest_int("et_trees", 50, 300, step=50),
-            max_depth=trial.suggest_int("et_max_depth", 4, 16),
-            min_samples_leaf=trial.suggest_int("et_min_samples_leaf", 1, 30, log=True),
-            max_features=trial.suggest_float("et_max_features", 0.3, 1.0),
+            n_estimators=integer("et_trees", step=50),
+            max_depth=integer("et_max_depth"),
+            min_samples_leaf=integer("et_min_samples_leaf"),
+            max_features=real("et_max_features"),
             n_jobs=1,
             random_state=seed,
         )
     if family == "svm":
         return make_pipeline(
             StandardScaler(),
-            Nystroem(
-                gamma=trial.suggest_float("svm_gamma", 0.005, 0.5, log=True),
-                n_components=300,
-                random_state=seed,
-            ),
-            CalibratedClassifierCV(
-                LinearSVC(C=trial.suggest_float("svm_c", 0.01, 10.0, log=True), random_state=seed),
-                cv=3,
-            ),
+            Nystroem(gamma=real("svm_gamma"), n_components=300, random_state=seed),
+            CalibratedClassifierCV(LinearSVC(C=real("svm_c"), random_state=seed), cv=3),
         )
     return HistGradientBoostingClassifier(
-        max_iter=trial.suggest_int("gb_iterations", 50, 400, step=50),
-        learning_rate=trial.suggest_float("gb_learning_rate", 0.02, 0.3, log=True),
-        max_leaf_nodes=trial.suggest_int("gb_leaf_nodes", 8, 64, log=True),
-        l2_regularization=trial.suggest_float("gb_l2", 1e-4, 1.0, log=True),
+        max_iter=integer("gb_iterations", step=50),
+        learning_rate=real("gb_learning_rate"),
+        max_leaf_nodes=integer("gb_leaf_nodes"),
+        l2_regularization=real("gb_l2"),
         random_state=seed,
     )
 
@@ -300,12 +342,12 @@ def train(
     y = data.train[LABEL].to_numpy()
 
     def objective(trial: Any) -> float:
-        candidate = suggest(trial, p.candidates, seed)
+        candidate = suggest(trial, p, seed)
         oof = out_of_fold(candidate, data.train, p.cv_folds, seed, pruning_reporter(trial))
         return binary_classification(y, oof)["pr_auc"]
 
     study = run_study(study_name, objective, trials=trials, seed=seed, storage=storage)
-    best = suggest(FixedTrial(study.best_params), p.candidates, seed)
+    best = suggest(FixedTrial(study.best_params), p, seed)
     threshold = best_threshold(y, out_of_fold(best, data.train, p.cv_folds, seed))
     estimator = clone(best).fit(feature_matrix(data.train), y)
     truth = truth_at(truth_dir, data.holdout_origin) if truth_dir else None
