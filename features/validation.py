@@ -361,6 +361,11 @@ def validate_snapshot(
     return report
 
 
+def report_path(data_dir: Path) -> Path:
+    """Where the gate's JSON report of the latest snapshot is kept."""
+    return data_dir / "validation" / "report.json"
+
+
 def write_report(report: GateReport, path: Path) -> Path:
     """Save the gate's full result as JSON."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,13 @@ from core.exceptions import DataValidationError, SourceUnavailableError
 from features import snapshot
 from features.extract import table_specs
 from features.migrate import require_contract
-from features.validation import GateReport, GateSettings, validate_snapshot, write_report
+from features.validation import (
+    GateReport,
+    GateSettings,
+    report_path,
+    validate_snapshot,
+    write_report,
+)
 
 
 def _transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -103,11 +109,6 @@ def log_report_to_active_run(report_path: Path) -> None:
     mlflow = sys.modules.get("mlflow")  # no run can be active if mlflow was never imported
     if mlflow is not None and mlflow.active_run() is not None:
         mlflow.log_artifact(str(report_path), artifact_path="data_gate")
-
-
-def report_path(data_dir: Path) -> Path:
-    """Where the gate's JSON report of the latest snapshot is kept."""
-    return data_dir / "validation" / "report.json"
 
 
 @flow(name="prepiq-ingest", log_prints=True)

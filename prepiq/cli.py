@@ -268,8 +268,13 @@ def validate() -> None:
     """Run the data gate again over the current snapshot (data/raw) and save its report."""
     from core.exceptions import ConfigError
     from features.snapshot import RAW_DIR, read_manifest
-    from features.validation import GateSettings, enforce, validate_snapshot, write_report
-    from pipelines.ingest import report_path
+    from features.validation import (
+        GateSettings,
+        enforce,
+        report_path,
+        validate_snapshot,
+        write_report,
+    )
 
     data_dir = get_settings().data_dir
     manifest = read_manifest(data_dir / RAW_DIR)

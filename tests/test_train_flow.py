@@ -89,6 +89,8 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
         "evaluation/evaluation.md",
         "evaluation/curves.png",
     } <= artifacts
+    gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
+    assert gate == ["data_gate/report.json"]
 
     # A second run adds a challenger; the first version stays champion (promotion decides).
     second = train_flow(

@@ -17,8 +17,8 @@ from sqlalchemy import Engine, text
 
 from core.exceptions import DataValidationError
 from features.snapshot import RAW_DIR, read_manifest
-from features.validation import GateReport, GateSettings, enforce, validate_snapshot
-from pipelines.ingest import ingest_flow, report_path
+from features.validation import GateReport, GateSettings, enforce, report_path, validate_snapshot
+from pipelines.ingest import ingest_flow
 from tests.conftest import END_DATE
 
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)

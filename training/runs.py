@@ -18,6 +18,7 @@ from core.config import get_settings, load_params
 from features.focus import FEATURE_COLUMNS
 from features.frames import from_snapshot
 from features.store import TABLES
+from features.validation import report_path
 from training import focus_area, reports, tracking
 
 FOCUS_AREA_REQUIREMENTS = ["mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle"]
@@ -78,6 +79,9 @@ def train_focus_area(
         mlflow.set_tags(tracking.lineage(data_dir) | {"model": focus_area.NAME})
         mlflow.log_params({f"focus_area.{k}": v for k, v in asdict(p).items()} | {"seed": seed})
         mlflow.log_artifact(str(get_settings().params_file))
+        gate_report = report_path(data_dir)
+        if gate_report.exists():  # the data gate's verdict on the snapshot trained on
+            mlflow.log_artifact(str(gate_report), artifact_path="data_gate")
         trained = focus_area.train(
             frames,
             as_of,
