@@ -37,7 +37,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = _StderrHandler()
+    handler = StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -57,8 +57,9 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     _configured = True
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time (test runners swap it). Its name has no
+    leading underscore: Prefect keeps a root handler it recognises as the user's."""
 
     @property
     def stream(self) -> Any:
