@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date
+from datetime import date, timedelta
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 TABLES = ("test_answers", "study_activity", "user_progress", "tests", "users")
@@ -90,9 +90,9 @@ def seed(url: str, students: int) -> float:
         "seed_source(e, students=int(sys.argv[2]), seed=42, end_date=date.fromisoformat(sys.argv[3]),"
         " truth_dir=Path(tempfile.mkdtemp()) / 'truth')"
     )
-    subprocess.run(
-        [sys.executable, "-c", code, url, str(students), date.today().isoformat()], check=True
-    )
+    # History ending yesterday, as `prepiq seed` does: every row lies before the read.
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    subprocess.run([sys.executable, "-c", code, url, str(students), yesterday], check=True)
     return time.perf_counter() - started
 
 
