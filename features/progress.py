@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import numpy as np
 import pandas as pd
 
 from features.frames import SourceFrames
@@ -91,18 +90,3 @@ def daily_sequences(frames: SourceFrames, as_of: datetime, window_days: int = 90
     table["day"] = table["day"].dt.date
     columns = ["user_id", "day", "day_index", *SEQUENCE_COLUMNS, *STATIC_COLUMNS]
     return table[columns].sort_values(["user_id", "day_index"]).reset_index(drop=True)
-
-
-def sequence_tensor(table: pd.DataFrame) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Turn `daily_sequences` output into arrays: user ids, [N, T, F] sequences, [N, S] statics."""
-    users = table["user_id"].drop_duplicates().tolist()
-    steps = table["day_index"].nunique()
-    sequences = (
-        table[list(SEQUENCE_COLUMNS)].to_numpy(dtype=np.float32).reshape(len(users), steps, -1)
-    )
-    static = (
-        table.groupby("user_id", sort=False)[list(STATIC_COLUMNS)]
-        .first()
-        .to_numpy(dtype=np.float32)
-    )
-    return users, sequences, static

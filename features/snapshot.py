@@ -296,10 +296,3 @@ def usable_previous(
     if datetime.fromisoformat(previous.as_of) > datetime.fromisoformat(manifest.as_of):
         return None
     return previous
-
-
-def load_snapshot_table(
-    snapshot_dir: Path, table: str, columns: list[str] | None = None
-) -> pd.DataFrame:
-    """One table of a snapshot as a DataFrame."""
-    return pq.read_table(snapshot_dir / f"{table}.parquet", columns=columns).to_pandas()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.focus import answer_table
+from features.focus import answer_table, feature_matrix
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE
@@ -78,7 +78,7 @@ def test_failing_every_question_of_a_topic_flags_it_weak(dataset: fa.FocusAreaDa
     from sklearn.ensemble import RandomForestClassifier
 
     model = RandomForestClassifier(n_estimators=60, min_samples_leaf=3, random_state=0)
-    model.fit(fa.feature_matrix(dataset.train), dataset.train[fa.LABEL])
+    model.fit(feature_matrix(dataset.train), dataset.train[fa.LABEL])
     failing = dataset.train.iloc[[0]].copy()
     for column, value in {
         "accuracy": 0.0,
@@ -99,6 +99,6 @@ def test_failing_every_question_of_a_topic_flags_it_weak(dataset: fa.FocusAreaDa
         "difficulty_adjusted_accuracy": 0.3,
     }.items():
         acing[column] = value
-    weak = model.predict_proba(fa.feature_matrix(pd.concat([failing, acing])))[:, 1]
+    weak = model.predict_proba(feature_matrix(pd.concat([failing, acing])))[:, 1]
     assert weak[0] > 0.5  # flagged weak
     assert weak[1] < 0.3

@@ -35,7 +35,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from core.exceptions import ConfigError
-from features.focus import FEATURE_COLUMNS, answer_table, topic_test_stats
+from features.focus import answer_table, feature_matrix, topic_test_stats
 from features.frames import SourceFrames
 from training.metrics import binary_classification
 from training.splits import group_folds, holdout_students, origins
@@ -203,10 +203,6 @@ def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
     )
 
 
-def feature_matrix(frame: pd.DataFrame) -> np.ndarray:
-    return frame[list(FEATURE_COLUMNS)].to_numpy(dtype=np.float64)
-
-
 def out_of_fold(
     estimator: ClassifierMixin, frame: pd.DataFrame, folds: int, seed: int, report: Any = None
 ) -> np.ndarray:
@@ -296,14 +292,11 @@ class FocusAreaPyfunc(PythonModel):
     def __init__(self, estimator: Any, threshold: float) -> None:
         self.estimator = estimator
         self.threshold = threshold
-        self.feature_columns = list(FEATURE_COLUMNS)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        probability = self.estimator.predict_proba(
-            model_input[self.feature_columns].to_numpy(dtype=np.float64)
-        )[:, 1]
+        probability = self.estimator.predict_proba(feature_matrix(model_input))[:, 1]
         return pd.DataFrame(
             {"weak_probability": probability, "is_weak": probability >= self.threshold}
         )

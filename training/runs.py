@@ -15,7 +15,7 @@ import numpy as np
 from mlflow.models import infer_signature
 
 from core.config import get_settings, load_params
-from features.focus import FEATURE_COLUMNS
+from features.focus import FEATURE_COLUMNS, feature_matrix
 from features.frames import from_snapshot
 from features.store import TABLES
 from features.validation import report_path
@@ -118,7 +118,7 @@ def train_focus_area(
                 folder,
                 y,
                 {
-                    "model": trained.estimator.predict_proba(x.to_numpy(dtype=np.float64))[:, 1],
+                    "model": trained.estimator.predict_proba(feature_matrix(holdout))[:, 1],
                     "accuracy rule": focus_area.ThresholdRule(p.weak_threshold).weak_probability(
                         holdout
                     ),
