@@ -13,7 +13,8 @@ from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
 from core.config import get_settings
-from features.snapshot import RAW_DIR
+from core.exceptions import ConfigError
+from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
@@ -54,10 +55,19 @@ def train_flow(
     data_dir: Path | None = None,
     as_of: datetime | None = None,
     storage: str | None = None,
+    ingest: bool = True,
 ) -> list[dict[str, object]]:
-    """Ingest, validate, build features, then train every requested model."""
+    """Ingest, validate, build features, then train every requested model. With
+    `ingest=False` the models train on the current snapshot (it passed the gate when it
+    was published), as the DVC train stages do."""
     data = data_dir or get_settings().data_dir
-    manifest = ingest_flow(source_url=source_url, data_dir=data, as_of=as_of)
+    if ingest:
+        manifest = ingest_flow(source_url=source_url, data_dir=data, as_of=as_of)
+    else:
+        current = read_manifest(data / RAW_DIR)
+        if current is None:
+            raise ConfigError(f"no snapshot in {data / RAW_DIR}; run `prepiq ingest` first")
+        manifest = current
     moment = datetime.fromisoformat(manifest.as_of)
     build_features(data, moment)
     return [train_model(model, data, moment, trials, storage) for model in models or list(MODELS)]

@@ -240,6 +240,10 @@ def train(
         int | None, typer.Option(min=1, help="Optuna trials per model. Default: params.yaml.")
     ] = None,
     url: UrlOption = None,
+    ingest: Annotated[
+        bool,
+        typer.Option(help="Snapshot the source first; --no-ingest trains on data/raw as it is."),
+    ] = True,
 ) -> None:
     """Ingest through the data gate, build features, tune, evaluate and register the models."""
     from core.exceptions import ConfigError
@@ -250,7 +254,7 @@ def train(
         raise ConfigError(
             f"--models: unknown model {', '.join(unknown)} (known: {', '.join(MODELS)})"
         )
-    results = train_flow(models=models, trials=trials, source_url=url)
+    results = train_flow(models=models, trials=trials, source_url=url, ingest=ingest)
     header = f"{'model':<22} {'version':>7}  {'main metric':<24} {'value':>6}  {'best baseline':<26} {'uplift':>7}  champion"
     typer.echo(header)
     for r in results:

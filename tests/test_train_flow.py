@@ -92,10 +92,9 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
     assert gate == ["data_gate/report.json"]
 
-    # A second run adds a challenger; the first version stays champion (promotion decides).
-    second = train_flow(
-        models=["focus-area"], trials=1, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF
-    )
+    # A second run (on the same snapshot, as the DVC train stage runs) adds a challenger;
+    # the first version stays champion (promotion decides).
+    second = train_flow(models=["focus-area"], trials=1, data_dir=tmp_path / "data", ingest=False)
     newest = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
     assert str(newest.version) == second[0]["version"]
     assert (
