@@ -148,7 +148,7 @@ class BatchSimulator:
         truly_weak = rng.random((n, n_topics)) < weak_probability
         offset = np.where(
             truly_weak,
-            -rng.normal(1.9, 0.3, size=(n, n_topics)),
+            -rng.normal(2.6, 0.3, size=(n, n_topics)),
             rng.normal(0.0, 0.25, size=(n, n_topics)),
         )
         self.theta0 = 0.3 + self.ability[:, None] + affinity + offset

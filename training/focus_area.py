@@ -50,7 +50,7 @@ class FocusAreaParams:
 
     label_window_days: int = 30
     weak_threshold: float = 0.5
-    min_label_answers: int = 5
+    min_label_answers: int = 8
     origin_step_days: int = 14
     first_origin_days: int = 30
     holdout_fraction: float = 0.2
