@@ -6,6 +6,8 @@ already uses both cores (tuning in parallel across models would only contend).""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -47,6 +49,14 @@ def train_model(
     return {**summary.__dict__, "uplift": summary.uplift, "champion": became_champion}
 
 
+@dataclass
+class TrainReport:
+    """What a training flow produced: one summary per model and the time of each stage."""
+
+    models: list[dict[str, object]]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
 @flow(name="prepiq-train")
 def train_flow(
     models: list[str] | None = None,
@@ -56,11 +66,13 @@ def train_flow(
     as_of: datetime | None = None,
     storage: str | None = None,
     ingest: bool = True,
-) -> list[dict[str, object]]:
+) -> TrainReport:
     """Ingest, validate, build features, then train every requested model. With
     `ingest=False` the models train on the current snapshot (it passed the gate when it
     was published), as the DVC train stages do."""
     data = data_dir or get_settings().data_dir
+    report = TrainReport(models=[])
+    started = time.perf_counter()
     if ingest:
         manifest = ingest_flow(source_url=source_url, data_dir=data, as_of=as_of)
     else:
@@ -68,6 +80,13 @@ def train_flow(
         if current is None:
             raise ConfigError(f"no snapshot in {data / RAW_DIR}; run `prepiq ingest` first")
         manifest = current
+    report.stage_seconds["ingest_and_gate"] = round(time.perf_counter() - started, 2)
     moment = datetime.fromisoformat(manifest.as_of)
+    started = time.perf_counter()
     build_features(data, moment)
-    return [train_model(model, data, moment, trials, storage) for model in models or list(MODELS)]
+    report.stage_seconds["features"] = round(time.perf_counter() - started, 2)
+    for model in models or list(MODELS):
+        started = time.perf_counter()
+        report.models.append(train_model(model, data, moment, trials, storage))
+        report.stage_seconds[f"train_{model}"] = round(time.perf_counter() - started, 2)
+    return report

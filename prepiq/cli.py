@@ -254,16 +254,18 @@ def train(
         raise ConfigError(
             f"--models: unknown model {', '.join(unknown)} (known: {', '.join(MODELS)})"
         )
-    results = train_flow(models=models, trials=trials, source_url=url, ingest=ingest)
+    report = train_flow(models=models, trials=trials, source_url=url, ingest=ingest)
     header = f"{'model':<22} {'version':>7}  {'main metric':<24} {'value':>6}  {'best baseline':<26} {'uplift':>7}  champion"
     typer.echo(header)
-    for r in results:
+    for r in report.models:
         baseline = f"{r['best_baseline']} {float(r['baseline_value']):.3f}"  # type: ignore[arg-type]
         typer.echo(
             f"{r['model']!s:<22} {r['version']!s:>7}  {r['main_metric']!s:<24} {float(r['value']):>6.3f}  "  # type: ignore[arg-type]
             f"{baseline:<26} {float(r['uplift']):>+7.1%}  {'yes' if r['champion'] else 'no'}"  # type: ignore[arg-type]
         )
         typer.echo(f"  report: {r['report']}")
+    stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in report.stage_seconds.items())
+    typer.echo(f"Stages: {stages}.")
     typer.echo("Open the MLflow UI with `prepiq ui` (http://127.0.0.1:5000).")
 
 

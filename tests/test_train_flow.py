@@ -59,7 +59,8 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     results = train_flow(
         models=["focus-area"], trials=2, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF
     )
-    (result,) = results
+    (result,) = results.models
+    assert set(results.stage_seconds) == {"ingest_and_gate", "features", "train_focus-area"}
     assert result["model"] == "prepiq-focus-area"
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -96,7 +97,7 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     # the first version stays champion (promotion decides).
     second = train_flow(models=["focus-area"], trials=1, data_dir=tmp_path / "data", ingest=False)
     newest = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
-    assert str(newest.version) == second[0]["version"]
+    assert str(newest.version) == second.models[0]["version"]
     assert (
         str(client.get_model_version_by_alias("prepiq-focus-area", "champion").version)
         == result["version"]
