@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from core.config import get_settings
 from core.exceptions import DataValidationError
 from features.focus import FEATURE_COLUMNS
+from features.versioning import dvc_hash
 from pipelines.train import train_flow
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
@@ -74,9 +75,8 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     assert predicted["weak_probability"].between(0, 1).all()
 
     run = client.get_run(str(result["run_id"]))
-    assert run.data.tags["data_version"].endswith(".dir") or run.data.tags[
-        "data_version"
-    ].startswith("unavailable")
+    # The data version is the DVC hash of the snapshot it trained on.
+    assert run.data.tags["data_version"] == dvc_hash(tmp_path / "data" / "raw")
     assert run.data.tags["git_commit"] != "unknown"
     assert "holdout.model.f1" in run.data.metrics
     assert "holdout.baseline_accuracy_rule.f1" in run.data.metrics
