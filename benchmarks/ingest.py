@@ -26,10 +26,10 @@ import json, resource, sys, tempfile, time
 from datetime import UTC, datetime
 from pathlib import Path
 from core.database import get_engine
-from features.extract import table_specs
+from features.extract import table_spec
 from features.snapshot import ingest_table
 url, table = sys.argv[1], sys.argv[2]
-spec = next(s for s in table_specs() if s.name == table)
+spec = table_spec(table)
 engine = get_engine(url)
 with tempfile.TemporaryDirectory() as tmp:
     started = time.perf_counter()

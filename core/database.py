@@ -7,6 +7,7 @@ transaction-mode pooler (port 6543) prepared statements do not work, so they are
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -100,8 +101,6 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
     settings = settings or get_settings()
     parsed = normalise_url(url or settings.resolved_source_url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        from pathlib import Path
-
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     key = parsed.render_as_string(hide_password=False)
     with _lock:
@@ -111,15 +110,20 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
         return engine
 
 
+def error_reason(exc: BaseException) -> str:
+    """The first line of the driver's own message (what a user can act on)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def check_connection(engine: Engine) -> None:
     """Open one connection, or raise SourceUnavailableError naming host and error."""
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise SourceUnavailableError(
-            f"cannot reach database at {describe_host(engine.url)}: {reason}"
+            f"cannot reach database at {describe_host(engine.url)}: {error_reason(exc)}"
         ) from exc
 
 

@@ -94,6 +94,11 @@ def table_specs() -> list[TableSpec]:
     return [TableSpec(t) for t in Base.metadata.sorted_tables]
 
 
+def table_spec(name: str) -> TableSpec:
+    """The spec of one contract table (KeyError naming it when it is not in the contract)."""
+    return TableSpec(Base.metadata.tables[name])
+
+
 def _where(
     spec: TableSpec,
     since: datetime | None,

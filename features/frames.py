@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from sqlalchemy import Engine
 
-from features.extract import TableSpec, stream_table, table_specs
+from features.extract import stream_table, table_spec
 
 # The column that places a row in time. A row exists "as of t" when this is <= t.
 EVENT_TIME: dict[str, str] = {
@@ -48,14 +48,6 @@ STUDENT_TABLES = (
     "user_progress",
     "question_ratings",
 )
-
-
-def _spec(name: str) -> TableSpec:
-    return next(s for s in table_specs() if s.name == name)
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    return table.to_pandas()
 
 
 @dataclass
@@ -104,7 +96,7 @@ class SourceFrames:
 def from_snapshot(snapshot_dir: Path, tables: Iterable[str]) -> SourceFrames:
     """Offline: whole tables of a snapshot."""
     return SourceFrames(
-        {name: _to_pandas(pq.read_table(snapshot_dir / f"{name}.parquet")) for name in tables}
+        {name: pq.read_table(snapshot_dir / f"{name}.parquet").to_pandas() for name in tables}
     )
 
 
@@ -118,10 +110,10 @@ def from_source(
         if name in SHARED_TABLES and shared is not None and name in shared.tables:
             frames[name] = shared[name]
             continue
-        spec = _spec(name)
+        spec = table_spec(name)
         equals = None
         if name in STUDENT_TABLES:
             equals = {"id" if name == "users" else "user_id": user_id}
         batches = list(stream_table(engine, spec, equals=equals))
-        frames[name] = _to_pandas(pa.Table.from_batches(batches, schema=spec.schema))
+        frames[name] = pa.Table.from_batches(batches, schema=spec.schema).to_pandas()
     return SourceFrames(frames)

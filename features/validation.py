@@ -178,13 +178,12 @@ def _ge_type(arrow: pa.DataType, has_nulls: bool) -> str:
 def suite_for(
     spec: TableSpec,
     frame: pd.DataFrame,
-    parents: dict[str, pd.Series],
     *,
     as_of: datetime,
     previous_rows: int | None,
     settings: GateSettings,
 ) -> Any:
-    """The expectation suite of one table, given the parent keys it must reference."""
+    """The expectation suite of one table (`frame` carries its reference flags)."""
     table = spec.table
     suite = gx.ExpectationSuite(name=spec.name)
     suite.add_expectation(
@@ -340,7 +339,6 @@ def validate_snapshot(
         suite = suite_for(
             spec,
             frame,
-            parents,
             as_of=as_of,
             previous_rows=(previous_rows or {}).get(spec.name),
             settings=settings,

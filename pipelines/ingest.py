@@ -11,7 +11,6 @@ snapshot is left untouched (the new one is built in a staging folder and switche
 from __future__ import annotations
 
 import shutil
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from core.config import get_settings, load_params
-from core.database import check_connection, describe_host, get_engine
+from core.database import check_connection, describe_host, error_reason, get_engine
 from core.exceptions import DataValidationError, SourceUnavailableError
 from features import snapshot
-from features.extract import table_specs
+from features.extract import table_spec, table_specs
 from features.migrate import require_contract
 from features.validation import (
     GateReport,
@@ -64,7 +63,7 @@ def ingest_table(
     chunk_rows: int,
 ) -> snapshot.TableSnapshot:
     """Write one table of the new snapshot (full, or merged with what changed)."""
-    spec = next(s for s in table_specs() if s.name == table)
+    spec = table_spec(table)
     result = snapshot.ingest_table(
         get_engine(url),
         spec,
@@ -98,17 +97,9 @@ def validate(
         settings=GateSettings.from_params(load_params()),
     )
     write_report(report, report_path)
-    log_report_to_active_run(report_path)
     logger = get_run_logger()
     (logger.info if report.success else logger.error)(report.summary())
     return report
-
-
-def log_report_to_active_run(report_path: Path) -> None:
-    """Attach the gate's report to the MLflow run in progress, if there is one."""
-    mlflow = sys.modules.get("mlflow")  # no run can be active if mlflow was never imported
-    if mlflow is not None and mlflow.active_run() is not None:
-        mlflow.log_artifact(str(report_path), artifact_path="data_gate")
 
 
 @flow(name="prepiq-ingest", log_prints=True)
@@ -135,10 +126,9 @@ def ingest_flow(
         check_source.with_options(retries=retries, retry_delay_seconds=delays)(url)
     except (SourceUnavailableError, OperationalError) as exc:
         engine = get_engine(url)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise SourceUnavailableError(
             f"source {describe_host(engine.url)} stayed unreachable after "
-            f"{retries} retries: {reason}; the previous snapshot is unchanged"
+            f"{retries} retries: {error_reason(exc)}; the previous snapshot is unchanged"
         ) from exc
 
     engine = get_engine(url)
@@ -166,9 +156,8 @@ def ingest_flow(
         manifest.tables = {name: future.result() for name, future in futures.items()}
     except (SourceUnavailableError, OperationalError) as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise SourceUnavailableError(
-            f"lost the source {describe_host(engine.url)} during ingest: {reason}; "
+            f"lost the source {describe_host(engine.url)} during ingest: {error_reason(exc)}; "
             "the previous snapshot is unchanged"
         ) from exc
     except BaseException:
