@@ -73,10 +73,13 @@ class FocusAreaParams:
         return cls(**known)
 
 
-def examples_at(frames: SourceFrames, origin: datetime, p: FocusAreaParams) -> pd.DataFrame:
-    """Labelled (student, topic) pairs at `origin`: features up to it, results after it."""
+def examples_at(
+    frames: SourceFrames, origin: datetime, p: FocusAreaParams, answers: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Labelled (student, topic) pairs at `origin`: features up to it, results after it.
+    `answers` is `answer_table(frames)` when the caller already has it."""
     features = topic_test_stats(frames, origin)
-    answers = answer_table(frames)
+    answers = answer_table(frames) if answers is None else answers
     end = origin + timedelta(days=p.label_window_days)
     later = answers[
         (answers["answered_at"] > pd.Timestamp(origin))
@@ -117,10 +120,15 @@ def make_dataset(
     train_origins = origins(
         start, holdout_origin - timedelta(days=p.label_window_days), p.origin_step_days
     )
-    train = pd.concat([examples_at(frames, t, p) for t in train_origins], ignore_index=True)
-    train = train[~train["user_id"].isin(held_out)].reset_index(drop=True)
-    holdout = examples_at(frames, holdout_origin, p)
-    holdout = holdout[holdout["user_id"].isin(held_out)].reset_index(drop=True)
+    # Each group's examples come from its own students' rows only, and the answer join is
+    # made once per group rather than once per origin.
+    training_frames = frames.for_users(u for u in users if u not in held_out)
+    training_answers = answer_table(training_frames)
+    train = pd.concat(
+        [examples_at(training_frames, t, p, training_answers) for t in train_origins],
+        ignore_index=True,
+    )
+    holdout = examples_at(frames.for_users(held_out), holdout_origin, p)
     return FocusAreaData(train=train, holdout=holdout, holdout_origin=holdout_origin)
 
 
