@@ -56,6 +56,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "PREPIQ_MLFLOW_TRACKING_URI"),
         description="MLflow tracking server or store. Default: SQLite under PREPIQ_HOME.",
     )
+    optuna_storage: str | None = Field(
+        default=None,
+        description="Optuna study storage shared by tuning workers (a PostgreSQL URL lets "
+        "workers on several machines join one study). Default: in memory for one process, "
+        "a journal file under PREPIQ_HOME for `--workers N` on one machine.",
+    )
     params_file: Path = Field(default=PROJECT_ROOT / "params.yaml")
     data_dir: Path = Field(
         default=PROJECT_ROOT / "data",

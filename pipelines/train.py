@@ -14,15 +14,18 @@ from pathlib import Path
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
-from core.config import get_settings
+from core.config import get_settings, load_params
 from core.exceptions import ConfigError
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
-from training import runs
+from training import focus_area
+from training.model_spec import ModelSpec, TrainingContext
+from training.runs import train_and_log
 
-MODELS = {"focus-area": runs.train_focus_area}
+# CLI name -> model. The order is the order they train in.
+MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in (focus_area.SPEC,)}
 
 
 @task(name="build-features")
@@ -33,9 +36,12 @@ def build_features(data_dir: Path, as_of: datetime) -> str:
 
 @task(name="train-model")
 def train_model(
-    model: str, data_dir: Path, as_of: datetime, trials: int | None, storage: str | None
+    model: str,
+    ctx: TrainingContext,
+    storage: str | None,
+    workers: int,
 ) -> dict[str, object]:
-    summary = MODELS[model](data_dir / RAW_DIR, data_dir, as_of, trials=trials, storage=storage)
+    summary = train_and_log(MODELS[model], ctx, storage=storage, workers=workers)
     became_champion = mark_challenger(MlflowClient(), summary.model, summary.version)
     get_run_logger().info(
         "%s version %s: %s %.3f (best baseline %s %.3f)",
@@ -66,11 +72,18 @@ def train_flow(
     as_of: datetime | None = None,
     storage: str | None = None,
     ingest: bool = True,
+    workers: int = 1,
+    students: int | None = None,
 ) -> TrainReport:
     """Ingest, validate, build features, then train every requested model. With
     `ingest=False` the models train on the current snapshot (it passed the gate when it
     was published), as the DVC train stages do."""
-    data = data_dir or get_settings().data_dir
+    unknown = sorted(set(models or []) - set(MODELS))
+    if unknown:
+        raise ConfigError(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")
+    settings = get_settings()
+    data = data_dir or settings.data_dir
+    storage = storage or settings.optuna_storage
     report = TrainReport(models=[])
     started = time.perf_counter()
     if ingest:
@@ -85,8 +98,19 @@ def train_flow(
     started = time.perf_counter()
     build_features(data, moment)
     report.stage_seconds["features"] = round(time.perf_counter() - started, 2)
+    params = load_params()
+    ctx = TrainingContext(
+        snapshot_dir=data / RAW_DIR,
+        data_dir=data,
+        as_of=moment,
+        params=params,
+        seed=int(params.get("seed", 42)),
+        trials=trials,
+        truth_dir=settings.ground_truth_dir,
+        students=students,
+    )
     for model in models or list(MODELS):
         started = time.perf_counter()
-        report.models.append(train_model(model, data, moment, trials, storage))
+        report.models.append(train_model(model, ctx, storage, workers))
         report.stage_seconds[f"train_{model}"] = round(time.perf_counter() - started, 2)
     return report

@@ -232,12 +232,22 @@ def ingest(
 def train(
     models: Annotated[
         list[str] | None,
-        typer.Option(
-            "--models", help="Models to train (repeatable). Default: all that exist: focus-area."
-        ),
+        typer.Option("--models", help="Models to train (repeatable). Default: all four, in order."),
     ] = None,
     trials: Annotated[
         int | None, typer.Option(min=1, help="Optuna trials per model. Default: params.yaml.")
+    ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Tuning processes per study. With PREPIQ_OPTUNA_STORAGE on PostgreSQL the "
+            "same command on other machines joins the same studies.",
+        ),
+    ] = 1,
+    students: Annotated[
+        int | None,
+        typer.Option(min=10, help="Train on a stable sample of at most this many students."),
     ] = None,
     url: UrlOption = None,
     ingest: Annotated[
@@ -254,7 +264,14 @@ def train(
         raise ConfigError(
             f"--models: unknown model {', '.join(unknown)} (known: {', '.join(MODELS)})"
         )
-    report = train_flow(models=models, trials=trials, source_url=url, ingest=ingest)
+    report = train_flow(
+        models=models,
+        trials=trials,
+        source_url=url,
+        ingest=ingest,
+        workers=workers,
+        students=students,
+    )
     header = f"{'model':<22} {'version':>7}  {'main metric':<24} {'value':>6}  {'best baseline':<26} {'uplift':>7}  champion"
     typer.echo(header)
     for r in report.models:

@@ -13,10 +13,11 @@ on out-of-fold predictions of the training students.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -35,13 +36,15 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from core.exceptions import ConfigError
-from features.focus import answer_table, feature_matrix, topic_test_stats
+from features.focus import FEATURE_COLUMNS, answer_table, feature_matrix, topic_test_stats
 from features.frames import SourceFrames
 from training.metrics import binary_classification
+from training.model_spec import Outcome, TrainingContext
 from training.splits import group_folds, holdout_students, origins
 
 NAME = "prepiq-focus-area"
 LABEL = "weak"
+REQUIREMENTS = ["mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle"]
 
 
 @dataclass(frozen=True)
@@ -310,52 +313,89 @@ class FocusAreaPyfunc(PythonModel):
         )
 
 
-@dataclass
-class TrainedFocusArea:
-    """A tuned, refitted focus-area model and what is known about it."""
+class FocusAreaSpec:
+    """The focus-area identifier for the training run (`training.model_spec.ModelSpec`)."""
 
-    estimator: Any
-    threshold: float
-    best_params: dict[str, Any]
-    cv_score: float
-    report: dict[str, Any]
-    data: FocusAreaData
+    name = NAME
+    key = "focus-area"
+    direction: Literal["minimize", "maximize"] = "maximize"
+
+    def default_trials(self, ctx: TrainingContext) -> int:
+        return FocusAreaParams.from_params(ctx.params).trials
+
+    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> FocusAreaData:
+        return make_dataset(frames, ctx.as_of, FocusAreaParams.from_params(ctx.params), ctx.seed)
+
+    def objective(self, ctx: TrainingContext, data: FocusAreaData) -> Callable[[Any], float]:
+        """PR-AUC of the weak class, out of fold over the training students."""
+        from training.tuning import pruning_reporter
+
+        p = FocusAreaParams.from_params(ctx.params)
+        y = data.train[LABEL].to_numpy()
+
+        def score(trial: Any) -> float:
+            candidate = suggest(trial, p, ctx.seed)
+            oof = out_of_fold(candidate, data.train, p.cv_folds, ctx.seed, pruning_reporter(trial))
+            return binary_classification(y, oof)["pr_auc"]
+
+        return score
+
+    def finish(
+        self,
+        ctx: TrainingContext,
+        data: FocusAreaData,
+        best_params: dict[str, Any],
+        cv_score: float,
+    ) -> Outcome:
+        """Refit the winner on every training student, pick its threshold on out-of-fold
+        predictions, and evaluate it next to the baselines on the hold-out."""
+        from optuna.trial import FixedTrial
+
+        from training import reports, tracking
+
+        p = FocusAreaParams.from_params(ctx.params)
+        y = data.train[LABEL].to_numpy()
+        best = suggest(FixedTrial(best_params), p, ctx.seed)
+        threshold = best_threshold(y, out_of_fold(best, data.train, p.cv_folds, ctx.seed))
+        estimator = clone(best).fit(feature_matrix(data.train), y)
+        truth = truth_at(ctx.truth_dir, data.holdout_origin) if ctx.truth_dir else None
+        report = evaluate(estimator, threshold, data, p, ctx.seed, truth)
+        columns = ["accuracy", "f1", "pr_auc", "roc_auc", "brier", "ece", "n"]
+        markdown = reports.markdown_table(
+            f"{NAME}: hold-out (other students, origin {data.holdout_origin:%Y-%m-%d})",
+            {k: v for k, v in report.items() if k != "against_truth"},
+            columns,
+        )
+        if "against_truth" in report:
+            markdown += "\n" + reports.markdown_table(
+                "against the generator's true weak topics", report["against_truth"], columns
+            )
+        holdout = data.holdout
+
+        def plots(folder: Path) -> object:
+            return reports.classification_plots(
+                folder,
+                holdout[LABEL].to_numpy(),
+                {
+                    "model": estimator.predict_proba(feature_matrix(holdout))[:, 1],
+                    "accuracy rule": ThresholdRule(p.weak_threshold).weak_probability(holdout),
+                },
+            )
+
+        return Outcome(
+            python_model=FocusAreaPyfunc(estimator, threshold),
+            input_example=holdout[list(FEATURE_COLUMNS)].head(5).astype("float64"),
+            requirements=tracking.pinned_requirements(REQUIREMENTS),
+            report=report,
+            markdown=markdown,
+            main_metric="f1",
+            main_label="hold-out weak-class F1",
+            params={"threshold": threshold, "holdout_origin": f"{data.holdout_origin:%Y-%m-%d}"},
+            plots=plots,
+        )
 
 
-def train(
-    frames: SourceFrames,
-    as_of: datetime,
-    p: FocusAreaParams,
-    *,
-    seed: int,
-    trials: int,
-    storage: str | None,
-    study_name: str,
-    truth_dir: Path | None,
-) -> TrainedFocusArea:
-    """Tune on grouped CV of the training students, refit the winner on all of them, pick
-    its threshold on out-of-fold predictions, and evaluate on the hold-out."""
-    from optuna.trial import FixedTrial
-
-    from training.tuning import pruning_reporter, run_study
-
-    data = make_dataset(frames, as_of, p, seed)
-    y = data.train[LABEL].to_numpy()
-
-    def objective(trial: Any) -> float:
-        candidate = suggest(trial, p, seed)
-        oof = out_of_fold(candidate, data.train, p.cv_folds, seed, pruning_reporter(trial))
-        return binary_classification(y, oof)["pr_auc"]
-
-    study = run_study(study_name, objective, trials=trials, seed=seed, storage=storage)
-    best = suggest(FixedTrial(study.best_params), p, seed)
-    threshold = best_threshold(y, out_of_fold(best, data.train, p.cv_folds, seed))
-    estimator = clone(best).fit(feature_matrix(data.train), y)
-    truth = truth_at(truth_dir, data.holdout_origin) if truth_dir else None
-    report = evaluate(estimator, threshold, data, p, seed, truth)
-    return TrainedFocusArea(
-        estimator, threshold, dict(study.best_params), float(study.best_value), report, data
-    )
+SPEC = FocusAreaSpec()
 
 
 def truth_at(truth_dir: Path, moment: datetime) -> pd.DataFrame | None:

@@ -1,12 +1,14 @@
-"""One tracked training run per model: tune, refit, evaluate against the baselines, log
-everything to MLflow (lineage, params, nested trials, metrics, report, plots) and log the
-model with its signature and pinned requirements as a new registered version."""
+"""One tracked training run per model, the same for all four: build the dataset, tune with
+Optuna (trials nested under the run), refit and evaluate against the baselines, log
+everything to MLflow (lineage, params, report, plots) and log the model with its
+signature, input example and pinned requirements as a new registered version."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +16,13 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from core.config import get_settings, load_params
-from features.focus import FEATURE_COLUMNS, feature_matrix
-from features.frames import from_snapshot
+from core.config import get_settings
+from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from features.validation import report_path
-from training import focus_area, reports, tracking
-
-FOCUS_AREA_REQUIREMENTS = ["mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle"]
+from training import reports, tracking
+from training.model_spec import ModelSpec, Outcome, TrainingContext
+from training.splits import holdout_students
 
 
 @dataclass
@@ -35,115 +36,140 @@ class RunSummary:
     value: float
     best_baseline: str
     baseline_value: float
+    higher_is_better: bool
     report: str
 
     @property
     def uplift(self) -> float:
-        """Relative improvement of the main metric over the best baseline."""
-        return (
-            (self.value - self.baseline_value) / abs(self.baseline_value)
-            if self.baseline_value
-            else float("nan")
-        )
+        """Relative improvement of the main metric over the best baseline (positive when
+        the model is better, whichever direction the metric runs)."""
+        if not self.baseline_value:
+            return float("nan")
+        gain = self.value - self.baseline_value
+        return (gain if self.higher_is_better else -gain) / abs(self.baseline_value)
 
 
-def _flat(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
+    """Nested report -> MLflow metric names such as `holdout.model.f1` (finite numbers only)."""
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        name = f"{prefix}.{key}" if prefix else key
+        name = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict):
-            out |= _flat(name, value)
+            out |= flat_metrics(name, value)
         elif isinstance(value, int | float) and np.isfinite(value):
             out[name] = float(value)
     return out
 
 
-def train_focus_area(
-    snapshot_dir: Path,
-    data_dir: Path,
-    as_of: datetime,
+def load_frames(ctx: TrainingContext) -> SourceFrames:
+    """The snapshot's tables, restricted to a stable sample of students with `--students`."""
+    frames = from_snapshot(ctx.snapshot_dir, TABLES)
+    if ctx.students:
+        users = frames["users"]["id"].tolist()
+        if ctx.students < len(users):
+            fraction = ctx.students / len(users)
+            frames = frames.for_users(holdout_students(users, fraction, ctx.seed))
+    return frames
+
+
+def study_name(spec: ModelSpec, ctx: TrainingContext, trials: int, shared: bool) -> str:
+    """A study per model per training run. In shared storage the name is derived from the
+    data, the params and the budget, so the same command on another machine joins it."""
+    if not shared:
+        return f"{spec.key}-{ctx.as_of:%Y%m%d%H%M%S}"
+    digest = hashlib.sha256(
+        json.dumps(
+            [spec.key, str(ctx.snapshot_dir.resolve()), ctx.as_of.isoformat(), ctx.params, trials],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()
+    return f"{spec.key}-{digest[:12]}"
+
+
+def train_and_log(
+    spec: ModelSpec,
+    ctx: TrainingContext,
     *,
-    trials: int | None = None,
     storage: str | None = None,
+    workers: int = 1,
 ) -> RunSummary:
-    """Train, evaluate and log the focus-area identifier on a snapshot."""
-    params = load_params()
-    seed = int(params.get("seed", 42))
-    p = focus_area.FocusAreaParams.from_params(params)
-    frames = from_snapshot(snapshot_dir, TABLES)
+    """Train, evaluate, log and register one model on the context's snapshot."""
+    from training.tuning import tune
+
+    frames = load_frames(ctx)
+    data = spec.prepare(ctx, frames)
+    trials = ctx.trials or spec.default_trials(ctx)
     tracking.configure()
     # The active experiment, so the nested trial runs land beside their parent.
-    mlflow.set_experiment(experiment_id=tracking.experiment(focus_area.NAME))
-    run_name = f"focus-area-{as_of:%Y%m%d-%H%M}"
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.set_tags(tracking.lineage(data_dir) | {"model": focus_area.NAME})
-        mlflow.log_params({f"focus_area.{k}": v for k, v in asdict(p).items()} | {"seed": seed})
+    experiment_id = tracking.experiment(spec.name)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    with mlflow.start_run(run_name=f"{spec.key}-{ctx.as_of:%Y%m%d-%H%M}") as run:
+        mlflow.set_tags(
+            tracking.lineage(ctx.data_dir) | {"model": spec.name, "trials": str(trials)}
+        )
+        section = spec.key.replace("-", "_")
+        mlflow.log_params(
+            tracking.flat_params({section: ctx.params.get(section, {})})
+            | {"seed": ctx.seed, "students_sample": ctx.students or "all"}
+        )
         mlflow.log_artifact(str(get_settings().params_file))
-        gate_report = report_path(data_dir)
+        gate_report = report_path(ctx.data_dir)
         if gate_report.exists():  # the data gate's verdict on the snapshot trained on
             mlflow.log_artifact(str(gate_report), artifact_path="data_gate")
-        trained = focus_area.train(
-            frames,
-            as_of,
-            p,
-            seed=seed,
-            trials=trials or p.trials,
+        study = tune(
+            spec,
+            ctx,
+            data,
+            trials=trials,
             storage=storage,
-            study_name=f"{focus_area.NAME}-{run.info.run_id[:8]}",
-            truth_dir=get_settings().ground_truth_dir,
+            workers=workers,
+            name=study_name(spec, ctx, trials, shared=storage is not None or workers > 1),
+            experiment_id=experiment_id,
+            parent_run_id=run.info.run_id,
         )
-        mlflow.log_params(
-            {f"best.{k}": v for k, v in trained.best_params.items()}
-            | {"threshold": trained.threshold}
-        )
-        mlflow.log_metric("cv_pr_auc", trained.cv_score)
-        mlflow.log_metrics(_flat("holdout", trained.report))
-        holdout = trained.data.holdout
-        columns = ["accuracy", "f1", "pr_auc", "roc_auc", "brier", "ece", "n"]
-        markdown = reports.markdown_table(
-            f"{focus_area.NAME}: hold-out (other students, origin {trained.data.holdout_origin:%Y-%m-%d})",
-            {k: v for k, v in trained.report.items() if k != "against_truth"},
-            columns,
-        )
-        if "against_truth" in trained.report:
-            markdown += "\n" + reports.markdown_table(
-                "against the generator's true weak topics", trained.report["against_truth"], columns
-            )
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            reports.write(folder, trained.report, markdown)
-            x = holdout[list(FEATURE_COLUMNS)]
-            y = holdout[focus_area.LABEL].to_numpy()
-            reports.classification_plots(
-                folder,
-                y,
-                {
-                    "model": trained.estimator.predict_proba(feature_matrix(holdout))[:, 1],
-                    "accuracy rule": focus_area.ThresholdRule(p.weak_threshold).weak_probability(
-                        holdout
-                    ),
-                },
-            )
-            mlflow.log_artifacts(str(folder), artifact_path="evaluation")
-        model = focus_area.FocusAreaPyfunc(trained.estimator, trained.threshold)
-        example = x.head(5).astype("float64")
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=model,
-            input_example=example,
-            signature=infer_signature(example, model.predict(None, example)),
-            pip_requirements=tracking.pinned_requirements(FOCUS_AREA_REQUIREMENTS),
-            registered_model_name=focus_area.NAME,
-        )
-    baselines = {k: v["f1"] for k, v in trained.report.items() if k.startswith("baseline_")}
-    best = max(baselines, key=lambda k: baselines[k])
+        mlflow.log_params({f"best.{k}": v for k, v in study.best_params.items()})
+        mlflow.log_metric("cv_score", float(study.best_value))
+        outcome = spec.finish(ctx, data, dict(study.best_params), float(study.best_value))
+        mlflow.log_params({f"refit.{k}": v for k, v in outcome.params.items()})
+        mlflow.log_metrics(flat_metrics("holdout", outcome.report))
+        _log_evaluation(outcome)
+        version = _log_model(spec, outcome)
+    name, baseline = outcome.best_baseline()
     return RunSummary(
-        model=focus_area.NAME,
+        model=spec.name,
         run_id=run.info.run_id,
-        version=str(info.registered_model_version),
-        main_metric="holdout weak-class F1",
-        value=trained.report["model"]["f1"],
-        best_baseline=best.removeprefix("baseline_"),
-        baseline_value=baselines[best],
+        version=version,
+        main_metric=outcome.main_label,
+        value=outcome.value(),
+        best_baseline=name,
+        baseline_value=baseline,
+        higher_is_better=outcome.higher_is_better,
         report=f"runs:/{run.info.run_id}/evaluation/evaluation.md",
     )
+
+
+def _log_evaluation(outcome: Outcome) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        reports.write(folder, outcome.report, outcome.markdown)
+        if outcome.plots is not None:
+            outcome.plots(folder)
+        mlflow.log_artifacts(str(folder), artifact_path="evaluation")
+
+
+def _log_model(spec: ModelSpec, outcome: Outcome) -> str:
+    example = outcome.input_example
+    output = outcome.output_example
+    if output is None:
+        output = outcome.python_model.predict(None, example)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=outcome.python_model,
+        artifacts=outcome.artifacts or None,
+        input_example=example,
+        signature=infer_signature(example, output),
+        pip_requirements=outcome.requirements,
+        registered_model_name=spec.name,
+    )
+    return str(info.registered_model_version)

@@ -82,3 +82,15 @@ def pinned_requirements(
             name, version = line.split("==", 1)
             pins[name.strip().lower().replace("_", "-")] = version.strip()
     return [f"{p}=={pins[p.lower().replace('_', '-')]}" for p in packages]
+
+
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`params.yaml` sections as MLflow params: `focus_area.search_space.rf_trees` -> value."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            out |= flat_params(value, name)
+        else:
+            out[name] = value
+    return out
