@@ -57,6 +57,7 @@ def run_study(
     storage: Any = None,
     direction: Literal["minimize", "maximize"] = "maximize",
     parent_run_id: str | None = None,
+    worker: int = 0,
 ) -> optuna.Study:
     """Run trials until the study holds `trials` of them (shared with other workers when
     `storage` is shared)."""
@@ -76,7 +77,8 @@ def run_study(
             nested=True,
             parent_run_id=parent_run_id,
         ):
-            mlflow.set_tag("optuna_trial", trial.number)
+            mlflow.set_tags({"optuna_trial": trial.number, "tuning_worker": worker})
+            trial.set_user_attr("worker", worker)
             try:
                 value = objective(trial)
             except optuna.TrialPruned:
@@ -144,6 +146,7 @@ def _worker(
         storage=resolve_storage(storage, 2, name),
         direction=spec.direction,
         parent_run_id=parent_run_id,
+        worker=index,
     )
 
 
