@@ -31,11 +31,15 @@ FEATURE_COLUMNS = (
     "days_since_last_attempt",
     "mock_share",
     "syllabus_weight",
+    "student_adjusted_accuracy",
+    "relative_adjusted_accuracy",
+    "student_shrunk_accuracy",
 )
 # Expected share of right answers by the app's difficulty rating (1-5), used to judge
 # results against the questions a student happened to get.
 EXPECTED_BY_DIFFICULTY = {1: 0.85, 2: 0.77, 3: 0.69, 4: 0.60, 5: 0.50}
 PRIOR_ANSWERS = 4  # pseudo-answers at the expected rate that shrink small samples
+STUDENT_PRIOR_ANSWERS = 8  # pseudo-answers at the student's own level (all topics)
 
 
 def answer_table(frames: SourceFrames) -> pd.DataFrame:
@@ -126,6 +130,18 @@ def topic_test_stats(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
             repeated.reindex(stats.index).fillna(0) / stats["attempts"]
         ).fillna(0.0)
     stats["days_since_last_attempt"] = (now - stats["last_answer"]).dt.total_seconds() / 86400
+    # The student's level over every topic: a topic is weak relative to the student's own
+    # ability, and a topic with few answers is best guessed from that level.
+    per_student = answers.groupby("user_id")[["correct", "expected"]].sum()
+    answered = answers.groupby("user_id").size()
+    level = (per_student["correct"] - per_student["expected"]) / answered
+    student_level = level.reindex(stats.index.get_level_values("user_id")).to_numpy(dtype=float)
+    stats["student_adjusted_accuracy"] = student_level
+    stats["relative_adjusted_accuracy"] = stats["difficulty_adjusted_accuracy"] - student_level
+    expected_rate = stats["expected"] / stats["attempts"]
+    stats["student_shrunk_accuracy"] = (
+        stats["correct"] + STUDENT_PRIOR_ANSWERS * (expected_rate + student_level).clip(0.0, 1.0)
+    ) / (stats["attempts"] + STUDENT_PRIOR_ANSWERS)
     weights = frames["topics"].set_index("id")["syllabus_weight"]
     stats = stats.reset_index()
     stats["syllabus_weight"] = stats["topic_id"].map(weights).astype(float)

@@ -127,6 +127,31 @@ def fast_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     get_settings.cache_clear()
 
 
+# Model knobs a few hundred students over 120 days can fill (the defaults ask for more
+# history per label than such a small source holds).
+SMALL_DATA_PARAMS: dict[str, dict[str, object]] = {
+    "focus_area": {"label_window_days": 30, "min_label_answers": 4, "holdout_fraction": 0.3},
+}
+
+
+@pytest.fixture
+def small_data_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """params.yaml with SMALL_DATA_PARAMS applied, for end-to-end runs on small sources."""
+    import yaml
+
+    from core.config import PROJECT_ROOT, get_settings
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for section, values in SMALL_DATA_PARAMS.items():
+        params[section].update(values)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setenv("PREPIQ_PARAMS_FILE", str(path))
+    get_settings.cache_clear()
+    yield path
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def seeded_sqlite(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Path]:
     """A small seeded SQLite source (300 students, 120 days) and its ground-truth folder."""

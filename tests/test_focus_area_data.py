@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.focus import answer_table, feature_matrix
+from features.focus import answer_table
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE
@@ -70,35 +70,3 @@ def test_folds_keep_each_student_in_one_fold() -> None:
     for fit_rows, score_rows in folds:
         assert set(groups[fit_rows]).isdisjoint(groups[score_rows])
     assert sorted(np.concatenate([s for _, s in folds]).tolist()) == list(range(200))
-
-
-def test_failing_every_question_of_a_topic_flags_it_weak(dataset: fa.FocusAreaData) -> None:
-    """Behaviour: a student failing every question of a topic gets it flagged weak, one
-    answering all right does not."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    model = RandomForestClassifier(n_estimators=60, min_samples_leaf=3, random_state=0)
-    model.fit(feature_matrix(dataset.train), dataset.train[fa.LABEL])
-    failing = dataset.train.iloc[[0]].copy()
-    for column, value in {
-        "accuracy": 0.0,
-        "smoothed_accuracy": 0.1,
-        "accuracy_last_14d": 0.1,
-        "accuracy_last_30d": 0.1,
-        "difficulty_adjusted_accuracy": -0.7,
-        "attempts": 12.0,
-        "attempts_last_30d": 12.0,
-    }.items():
-        failing[column] = value
-    acing = failing.copy()
-    for column, value in {
-        "accuracy": 1.0,
-        "smoothed_accuracy": 0.95,
-        "accuracy_last_14d": 0.95,
-        "accuracy_last_30d": 0.95,
-        "difficulty_adjusted_accuracy": 0.3,
-    }.items():
-        acing[column] = value
-    weak = model.predict_proba(feature_matrix(pd.concat([failing, acing])))[:, 1]
-    assert weak[0] > 0.5  # flagged weak
-    assert weak[1] < 0.3

@@ -21,7 +21,7 @@ from pipelines.train import train_flow
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = pytest.mark.usefixtures("prefect_harness", "small_data_params")
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 0, tzinfo=UTC)
 
 
@@ -70,8 +70,10 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     assert str(champion.version) == str(challenger.version) == result["version"]
     model = mlflow.pyfunc.load_model("models:/prepiq-focus-area@champion")
     features = pd.read_parquet(tmp_path / "data" / "features" / "topic_test_stats.parquet")
-    predicted = model.predict(features[list(FEATURE_COLUMNS)].head(10))
-    assert list(predicted.columns) == ["weak_probability", "is_weak"]
+    predicted = model.predict(features[["user_id", "topic_id", *FEATURE_COLUMNS]].head(10))
+    assert {"weak_probability", "is_weak", "expected_score_gain", "priority"} <= set(
+        predicted.columns
+    )
     assert predicted["weak_probability"].between(0, 1).all()
 
     run = client.get_run(str(result["run_id"]))

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from core.exceptions import ConfigError
+from core.exceptions import ConfigError, SourceDataError
 from features.focus import FEATURE_COLUMNS, answer_table, feature_matrix, topic_test_stats
 from features.frames import SourceFrames
 from training.metrics import binary_classification
@@ -59,6 +59,7 @@ class FocusAreaParams:
     holdout_fraction: float = 0.2
     cv_folds: int = 3
     trials: int = 12
+    target_accuracy: float = 0.7
     candidates: tuple[str, ...] = ("random_forest", "extra_trees", "svm", "gradient_boosting")
     search_space: dict[str, tuple[float, float]] = field(default_factory=dict)
 
@@ -127,11 +128,17 @@ def make_dataset(
     # made once per group rather than once per origin.
     training_frames = frames.for_users(u for u in users if u not in held_out)
     training_answers = answer_table(training_frames)
-    train = pd.concat(
-        [examples_at(training_frames, t, p, training_answers) for t in train_origins],
-        ignore_index=True,
-    )
+    parts = [examples_at(training_frames, t, p, training_answers) for t in train_origins]
+    train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     holdout = examples_at(frames.for_users(held_out), holdout_origin, p)
+    for name, part in (("training", train), ("hold-out", holdout)):
+        if len(part) == 0 or part[LABEL].nunique() < 2:
+            raise SourceDataError(
+                f"focus-area: too few labelled {name} examples ({len(part)}) with "
+                f"params.yaml focus_area.label_window_days={p.label_window_days} and "
+                f"min_label_answers={p.min_label_answers} on {len(users)} students; "
+                "more history or a shorter window / fewer answers per label are needed"
+            )
     return FocusAreaData(train=train, holdout=holdout, holdout_origin=holdout_origin)
 
 
@@ -252,10 +259,14 @@ class ThresholdRule:
         )
 
 
-def logistic_baseline(train: pd.DataFrame, seed: int) -> Pipeline:
-    """Baseline: logistic regression on the same features."""
+def logistic_baseline(train: pd.DataFrame, folds: int, seed: int) -> tuple[Pipeline, float]:
+    """Baseline: logistic regression on the same features, with its decision threshold
+    chosen the same way as the model's (on out-of-fold predictions), so F1 is compared
+    fairly."""
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    return model.fit(feature_matrix(train), train[LABEL].to_numpy())
+    y = train[LABEL].to_numpy()
+    threshold = best_threshold(y, out_of_fold(model, train, folds, seed))
+    return model.fit(feature_matrix(train), y), threshold
 
 
 def evaluate(
@@ -270,12 +281,13 @@ def evaluate(
     when the generator's truth is at hand, against the true weak topics."""
     holdout = data.holdout
     y = holdout[LABEL].to_numpy()
+    logistic, logistic_threshold = logistic_baseline(data.train, p.cv_folds, seed)
     scored = {
         "model": (model.predict_proba(feature_matrix(holdout))[:, 1], threshold),
         "baseline_accuracy_rule": (ThresholdRule(p.weak_threshold).weak_probability(holdout), 0.5),
         "baseline_logistic_regression": (
-            logistic_baseline(data.train, seed).predict_proba(feature_matrix(holdout))[:, 1],
-            0.5,
+            logistic.predict_proba(feature_matrix(holdout))[:, 1],
+            logistic_threshold,
         ),
     }
     report: dict[str, Any] = {
@@ -296,20 +308,62 @@ def evaluate(
     return report
 
 
-class FocusAreaPyfunc(PythonModel):
-    """What serving loads: the fitted classifier, its decision threshold and the feature
-    columns it expects, in one MLflow model."""
+# What to practise, from the answer patterns behind a weak topic: (feature, at least, advice).
+PRACTICE_ADVICE = (
+    (
+        "repeated_wrong_option_share",
+        0.08,
+        "the same wrong option again: review the worked solutions",
+    ),
+    ("rushed_wrong_share", 0.15, "quick wrong answers: work questions untimed before timed"),
+    ("slow_answer_share", 0.30, "slow answers: timed practice questions"),
+    ("days_since_last_attempt", 21.0, "not practised for weeks: spaced revision"),
+)
+DEFAULT_ADVICE = "targeted practice questions on this topic"
 
-    def __init__(self, estimator: Any, threshold: float) -> None:
+
+def suggestions(
+    features: pd.DataFrame, probability: np.ndarray, target_accuracy: float
+) -> pd.DataFrame:
+    """Improvement suggestions: the expected gain of bringing a topic up to the target
+    accuracy (exam-score points out of 100 for its subject, as the topic's syllabus share
+    times the accuracy gap, discounted by the weak probability), what to practise, and
+    the order to take the topics in (per student when `user_id` is given)."""
+    gap = (target_accuracy - features["student_shrunk_accuracy"].to_numpy()).clip(0.0, 1.0)
+    gain = 100.0 * features["syllabus_weight"].to_numpy() * gap * probability
+    advice = np.full(len(features), DEFAULT_ADVICE, dtype=object)
+    for column, at_least, text in reversed(PRACTICE_ADVICE):  # the first match wins
+        advice = np.where(features[column].to_numpy() >= at_least, text, advice)
+    out = pd.DataFrame({"expected_score_gain": gain.round(3), "practice": advice})
+    groups = features["user_id"].to_numpy() if "user_id" in features else np.zeros(len(features))
+    out["priority"] = pd.Series(-gain).groupby(groups).rank(method="first").astype(int).to_numpy()
+    return out
+
+
+class FocusAreaPyfunc(PythonModel):
+    """What serving loads: the fitted classifier, its decision threshold and the target
+    accuracy of the suggestions, in one MLflow model. Input: `features.focus.
+    topic_test_stats` rows (user_id and topic_id are passed through when present)."""
+
+    def __init__(self, estimator: Any, threshold: float, target_accuracy: float) -> None:
         self.estimator = estimator
         self.threshold = threshold
+        self.target_accuracy = target_accuracy
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         probability = self.estimator.predict_proba(feature_matrix(model_input))[:, 1]
-        return pd.DataFrame(
-            {"weak_probability": probability, "is_weak": probability >= self.threshold}
+        keys = [c for c in ("user_id", "topic_id") if c in model_input]
+        out = model_input[keys].reset_index(drop=True)
+        out["weak_probability"] = probability
+        out["is_weak"] = probability >= self.threshold
+        return pd.concat(
+            [
+                out,
+                suggestions(model_input.reset_index(drop=True), probability, self.target_accuracy),
+            ],
+            axis=1,
         )
 
 
@@ -383,8 +437,8 @@ class FocusAreaSpec:
             )
 
         return Outcome(
-            python_model=FocusAreaPyfunc(estimator, threshold),
-            input_example=holdout[list(FEATURE_COLUMNS)].head(5).astype("float64"),
+            python_model=FocusAreaPyfunc(estimator, threshold, p.target_accuracy),
+            input_example=holdout[["user_id", "topic_id", *FEATURE_COLUMNS]].head(5),
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,
