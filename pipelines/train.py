@@ -55,6 +55,24 @@ def train_model(
     return {**summary.__dict__, "uplift": summary.uplift, "champion": became_champion}
 
 
+def training_context(
+    data_dir: Path, as_of: datetime, *, trials: int | None = None, students: int | None = None
+) -> TrainingContext:
+    """The context every model trains and is evaluated in: the snapshot under `data_dir`,
+    params.yaml, its seed, and the generator's truth folder (absent on a real Supabase)."""
+    params = load_params()
+    return TrainingContext(
+        snapshot_dir=data_dir / RAW_DIR,
+        data_dir=data_dir,
+        as_of=as_of,
+        params=params,
+        seed=int(params.get("seed", 42)),
+        trials=trials,
+        truth_dir=get_settings().ground_truth_dir,
+        students=students,
+    )
+
+
 @dataclass
 class TrainReport:
     """What a training flow produced: one summary per model and the time of each stage."""
@@ -98,17 +116,7 @@ def train_flow(
     started = time.perf_counter()
     build_features(data, moment)
     report.stage_seconds["features"] = round(time.perf_counter() - started, 2)
-    params = load_params()
-    ctx = TrainingContext(
-        snapshot_dir=data / RAW_DIR,
-        data_dir=data,
-        as_of=moment,
-        params=params,
-        seed=int(params.get("seed", 42)),
-        trials=trials,
-        truth_dir=settings.ground_truth_dir,
-        students=students,
-    )
+    ctx = training_context(data, moment, trials=trials, students=students)
     for model in models or list(MODELS):
         started = time.perf_counter()
         report.models.append(train_model(model, ctx, storage, workers))

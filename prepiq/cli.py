@@ -287,6 +287,39 @@ def train(
 
 
 @app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option("--model", help="Model to evaluate (e.g. focus-area), or 'all'.")
+    ] = "all",
+    alias: Annotated[str, typer.Option(help="Registered alias to evaluate.")] = "champion",
+    version: Annotated[
+        int | None, typer.Option(min=1, help="A registered version instead of the alias.")
+    ] = None,
+) -> None:
+    """Score a registered model on the current snapshot's hold-out next to its baselines;
+    the report goes to data/evaluation/MODEL/."""
+    from core.exceptions import ConfigError
+    from features.snapshot import RAW_DIR, read_manifest
+    from pipelines.train import MODELS, training_context
+    from training.runs import evaluate_registered
+
+    if model != "all" and model not in MODELS:
+        raise ConfigError(f"--model: unknown model {model} (known: all, {', '.join(MODELS)})")
+    data_dir = get_settings().data_dir
+    manifest = read_manifest(data_dir / RAW_DIR)
+    if manifest is None:
+        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
+    ctx = training_context(data_dir, datetime.fromisoformat(manifest.as_of))
+    for key in list(MODELS) if model == "all" else [model]:
+        spec = MODELS[key]
+        uri = f"models:/{spec.name}/{version}" if version else f"models:/{spec.name}@{alias}"
+        out_dir = data_dir / "evaluation" / key
+        _, markdown = evaluate_registered(spec, ctx, uri, out_dir)
+        typer.echo(markdown)
+        typer.echo(f"report: {out_dir / 'evaluation.json'}")
+
+
+@app.command()
 def validate() -> None:
     """Run the data gate again over the current snapshot (data/raw) and save its report."""
     from core.exceptions import ConfigError

@@ -4,6 +4,7 @@ trials nested under their run, lineage recorded; and a failed data gate trains n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ from core.exceptions import DataValidationError
 from features.focus import FEATURE_COLUMNS
 from features.versioning import dvc_hash
 from pipelines.train import train_flow
+from prepiq.cli import main
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
 
@@ -54,7 +56,10 @@ def seeded_source(tmp_path: Path, students: int = 160) -> str:
 
 
 def test_a_small_run_registers_a_model_that_loads_and_predicts(
-    tracking_uri: str, tmp_path: Path
+    tracking_uri: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = seeded_source(tmp_path)
     results = train_flow(
@@ -94,6 +99,18 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     } <= artifacts
     gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
     assert gate == ["data_gate/report.json"]
+
+    # `prepiq evaluate` scores the registered champion on the same hold-out again: the
+    # loaded model reproduces what training logged.
+    monkeypatch.setenv("PREPIQ_DATA_DIR", str(tmp_path / "data"))
+    get_settings.cache_clear()
+    assert main(["evaluate", "--model", "focus-area"]) == 0
+    evaluated = json.loads(
+        (tmp_path / "data" / "evaluation" / "focus-area" / "evaluation.json").read_text()
+    )
+    assert evaluated["model"]["f1"] == pytest.approx(run.data.metrics["holdout.model.f1"])
+    assert main(["evaluate", "--model", "focus-area", "--version", "99"]) == 2
+    assert "cannot load models:/prepiq-focus-area/99" in capsys.readouterr().err
 
     # A second run (on the same snapshot, as the DVC train stage runs) adds a challenger;
     # the first version stays champion (promotion decides).

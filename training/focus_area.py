@@ -269,30 +269,36 @@ def logistic_baseline(train: pd.DataFrame, folds: int, seed: int) -> tuple[Pipel
     return model.fit(feature_matrix(train), y), threshold
 
 
+INPUT_COLUMNS = ["user_id", "topic_id", *FEATURE_COLUMNS]
+
+
 def evaluate(
-    model: Any,
-    threshold: float,
+    predict: Callable[[pd.DataFrame], pd.DataFrame],
     data: FocusAreaData,
     p: FocusAreaParams,
     seed: int,
     truth: pd.DataFrame | None,
 ) -> dict[str, Any]:
-    """Hold-out metrics of the model next to both baselines, on the same examples; and,
-    when the generator's truth is at hand, against the true weak topics."""
+    """Hold-out metrics of a model (its `predict` on `topic_test_stats` rows, as logged)
+    next to both baselines, on the same examples; and, when the generator's truth is at
+    hand, against the true weak topics."""
     holdout = data.holdout
     y = holdout[LABEL].to_numpy()
     logistic, logistic_threshold = logistic_baseline(data.train, p.cv_folds, seed)
+    predicted = predict(holdout[INPUT_COLUMNS])
+    rule = ThresholdRule(p.weak_threshold).weak_probability(holdout)
+    regression = logistic.predict_proba(feature_matrix(holdout))[:, 1]
     scored = {
-        "model": (model.predict_proba(feature_matrix(holdout))[:, 1], threshold),
-        "baseline_accuracy_rule": (ThresholdRule(p.weak_threshold).weak_probability(holdout), 0.5),
-        "baseline_logistic_regression": (
-            logistic.predict_proba(feature_matrix(holdout))[:, 1],
-            logistic_threshold,
+        "model": (
+            predicted["weak_probability"].to_numpy(dtype=float),
+            predicted["is_weak"].to_numpy(dtype=bool),
         ),
+        "baseline_accuracy_rule": (rule, rule >= 0.5),
+        "baseline_logistic_regression": (regression, regression >= logistic_threshold),
     }
     report: dict[str, Any] = {
-        name: binary_classification(y, probability, cut)
-        for name, (probability, cut) in scored.items()
+        name: binary_classification(y, probability, decisions=decided)
+        for name, (probability, decided) in scored.items()
     }
     if truth is not None:
         on_truth = holdout.merge(truth, on=["user_id", "topic_id"], how="inner")
@@ -302,8 +308,8 @@ def evaluate(
             )
             true_weak = on_truth["is_weak"].astype(int).to_numpy()
             report["against_truth"] = {
-                name: binary_classification(true_weak, probability[keep], cut)
-                for name, (probability, cut) in scored.items()
+                name: binary_classification(true_weak, probability[keep], decisions=decided[keep])
+                for name, (probability, decided) in scored.items()
             }
     return report
 
@@ -394,6 +400,30 @@ class FocusAreaSpec:
 
         return score
 
+    def evaluate(
+        self,
+        ctx: TrainingContext,
+        data: FocusAreaData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> tuple[dict[str, Any], str]:
+        """A model's hold-out report next to the baselines, and its Markdown tables."""
+        from training import reports
+
+        p = FocusAreaParams.from_params(ctx.params)
+        truth = truth_at(ctx.truth_dir, data.holdout_origin) if ctx.truth_dir else None
+        report = evaluate(predict, data, p, ctx.seed, truth)
+        columns = ["accuracy", "f1", "pr_auc", "roc_auc", "brier", "ece", "n"]
+        markdown = reports.markdown_table(
+            f"{NAME}: hold-out (other students, origin {data.holdout_origin:%Y-%m-%d})",
+            {k: v for k, v in report.items() if k != "against_truth"},
+            columns,
+        )
+        if "against_truth" in report:
+            markdown += "\n" + reports.markdown_table(
+                "against the generator's true weak topics", report["against_truth"], columns
+            )
+        return report, markdown
+
     def finish(
         self,
         ctx: TrainingContext,
@@ -412,18 +442,8 @@ class FocusAreaSpec:
         best = suggest(FixedTrial(best_params), p, ctx.seed)
         threshold = best_threshold(y, out_of_fold(best, data.train, p.cv_folds, ctx.seed))
         estimator = clone(best).fit(feature_matrix(data.train), y)
-        truth = truth_at(ctx.truth_dir, data.holdout_origin) if ctx.truth_dir else None
-        report = evaluate(estimator, threshold, data, p, ctx.seed, truth)
-        columns = ["accuracy", "f1", "pr_auc", "roc_auc", "brier", "ece", "n"]
-        markdown = reports.markdown_table(
-            f"{NAME}: hold-out (other students, origin {data.holdout_origin:%Y-%m-%d})",
-            {k: v for k, v in report.items() if k != "against_truth"},
-            columns,
-        )
-        if "against_truth" in report:
-            markdown += "\n" + reports.markdown_table(
-                "against the generator's true weak topics", report["against_truth"], columns
-            )
+        model = FocusAreaPyfunc(estimator, threshold, p.target_accuracy)
+        report, markdown = self.evaluate(ctx, data, lambda frame: model.predict(None, frame))
         holdout = data.holdout
 
         def plots(folder: Path) -> object:
@@ -437,8 +457,8 @@ class FocusAreaSpec:
             )
 
         return Outcome(
-            python_model=FocusAreaPyfunc(estimator, threshold, p.target_accuracy),
-            input_example=holdout[["user_id", "topic_id", *FEATURE_COLUMNS]].head(5),
+            python_model=model,
+            input_example=holdout[INPUT_COLUMNS].head(5),
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -27,12 +28,16 @@ def expected_calibration_error(
 
 
 def binary_classification(
-    y_true: np.ndarray, probability: np.ndarray, threshold: float = 0.5
+    y_true: np.ndarray,
+    probability: np.ndarray,
+    threshold: float = 0.5,
+    decisions: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Accuracy, F1, PR-AUC and ROC-AUC of the positive class, and calibration."""
+    """Accuracy, F1, PR-AUC and ROC-AUC of the positive class, and calibration. The
+    decisions are `probability >= threshold` unless given (as a model outputs them)."""
     y = np.asarray(y_true).astype(int)
     p = np.clip(np.asarray(probability, dtype=float), 0.0, 1.0)
-    predicted = (p >= threshold).astype(int)
+    predicted = (p >= threshold if decisions is None else np.asarray(decisions)).astype(int)
     both_classes = len(np.unique(y)) == 2
     return {
         "accuracy": float(accuracy_score(y, predicted)),
@@ -44,3 +49,67 @@ def binary_classification(
         "positive_rate": float(y.mean()),
         "n": float(len(y)),
     }
+
+
+def ranking_metrics(
+    groups: np.ndarray, score: np.ndarray, relevance: np.ndarray, k: int
+) -> dict[str, float]:
+    """Mean NDCG@k and recall@k over the groups (e.g. students) that have any relevant
+    item. Each group's items are ranked by `score`, highest first; an item scored -inf is
+    not recommended (it never enters a top k). `relevance` may be graded (recall counts
+    items with relevance > 0)."""
+    frame = pd.DataFrame(
+        {"group": groups, "score": score, "relevance": np.asarray(relevance, dtype=float)}
+    )
+    frame["hit"] = (frame["relevance"] > 0).astype(float)
+    frame = frame.sort_values(["group", "score"], ascending=[True, False], kind="stable")
+    position = frame.groupby("group", sort=False).cumcount().to_numpy()
+    discount = 1.0 / np.log2(position + 2.0)
+    shown = (position < k) & np.isfinite(frame["score"].to_numpy())
+    by_group = frame.groupby("group", sort=False)
+    dcg = (frame["relevance"] * discount * shown).groupby(frame["group"], sort=False).sum()
+    found = (frame["hit"] * shown).groupby(frame["group"], sort=False).sum()
+    ideal = frame.sort_values(["group", "relevance"], ascending=[True, False], kind="stable")
+    ideal_position = ideal.groupby("group", sort=False).cumcount().to_numpy()
+    idcg = (
+        (ideal["relevance"] / np.log2(ideal_position + 2.0) * (ideal_position < k))
+        .groupby(ideal["group"], sort=False)
+        .sum()
+    )
+    relevant = by_group["hit"].sum()
+    scored = relevant[relevant > 0].index
+    return {
+        f"ndcg_{k}": float((dcg[scored] / idcg[scored]).mean()) if len(scored) else float("nan"),
+        f"recall_{k}": float((found[scored] / relevant[scored]).mean())
+        if len(scored)
+        else float("nan"),
+        "groups": float(len(scored)),
+    }
+
+
+def precision_at_k(groups: np.ndarray, score: np.ndarray, relevant: np.ndarray, k: int) -> float:
+    """Mean share of relevant items among each group's top k by `score` (ties kept in
+    input order, as in `ranking_metrics`)."""
+    frame = pd.DataFrame({"group": groups, "score": score, "relevant": relevant}).astype(
+        {"relevant": float}
+    )
+    frame = frame.sort_values(["group", "score"], ascending=[True, False], kind="stable")
+    top = frame[frame.groupby("group", sort=False).cumcount() < k]
+    return float(top.groupby("group", sort=False)["relevant"].sum().div(k).mean())
+
+
+def forecast_errors(
+    y_true: np.ndarray,
+    point: np.ndarray,
+    interval: tuple[np.ndarray, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """MAE and bias of a point forecast; with a (lower, upper) interval, the share of
+    outcomes inside it and its mean width."""
+    y = np.asarray(y_true, dtype=float)
+    error = np.asarray(point, dtype=float) - y
+    metrics = {"mae": float(np.abs(error).mean()), "bias": float(error.mean())}
+    if interval is not None:
+        lower, upper = (np.asarray(bound, dtype=float) for bound in interval)
+        metrics["coverage"] = float(((y >= lower) & (y <= upper)).mean())
+        metrics["width"] = float((upper - lower).mean())
+    return metrics

@@ -3,7 +3,8 @@ registration and the summary are written once for all four models.
 
 A model module defines a `ModelSpec`: how to build its dataset from the snapshot, the
 Optuna objective over that dataset (cross-validation of the training students only),
-and how to refit the winner and evaluate it next to its baselines on the hold-out.
+how to refit the winner, and how to evaluate a model next to its baselines on the
+hold-out (also used on registered versions by `prepiq evaluate`).
 """
 
 from __future__ import annotations
@@ -89,3 +90,11 @@ class ModelSpec(Protocol):
     def finish(
         self, ctx: TrainingContext, data: Any, best_params: dict[str, Any], cv_score: float
     ) -> Outcome: ...
+
+    def evaluate(
+        self, ctx: TrainingContext, data: Any, predict: Callable[[pd.DataFrame], pd.DataFrame]
+    ) -> tuple[dict[str, Any], str]:
+        """The hold-out report of any model of this kind (its `predict` as logged: the
+        refitted one in `finish`, or a registered version later) next to the baselines,
+        and its Markdown tables."""
+        ...

@@ -17,6 +17,7 @@ import numpy as np
 from mlflow.models import infer_signature
 
 from core.config import get_settings
+from core.exceptions import ConfigError
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from features.validation import report_path
@@ -173,3 +174,23 @@ def _log_model(spec: ModelSpec, outcome: Outcome) -> str:
         registered_model_name=spec.name,
     )
     return str(info.registered_model_version)
+
+
+def evaluate_registered(
+    spec: ModelSpec, ctx: TrainingContext, model_uri: str, out_dir: Path
+) -> tuple[dict[str, Any], str]:
+    """Score a registered version (`models:/name@alias` or `models:/name/version`) on the
+    current snapshot's hold-out next to the baselines; write the JSON and Markdown report
+    to `out_dir`."""
+    from mlflow.exceptions import MlflowException
+
+    tracking.configure()
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise ConfigError(f"cannot load {model_uri}: {exc.message}") from exc
+    data = spec.prepare(ctx, load_frames(ctx))
+    report, markdown = spec.evaluate(ctx, data, model.predict)
+    markdown = f"Model: `{model_uri}` (run {model.metadata.run_id})\n\n{markdown}"
+    reports.write(out_dir, report, markdown)
+    return report, markdown
