@@ -51,6 +51,11 @@ class SlowQuadratic:
     ) -> Outcome:
         raise NotImplementedError  # never called: the test stops after tuning
 
+    def evaluate(
+        self, ctx: TrainingContext, data: float, predict: Callable[[Any], Any]
+    ) -> tuple[dict[str, Any], str]:
+        raise NotImplementedError  # never called either
+
 
 SPEC = SlowQuadratic()
 
