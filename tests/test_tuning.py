@@ -31,6 +31,8 @@ class SlowQuadratic:
     name = "prepiq-test-quadratic"
     key = "test-quadratic"
     direction: Literal["minimize", "maximize"] = "minimize"
+    main_metric = "squared_error"
+    higher_is_better = False
 
     def default_trials(self, ctx: TrainingContext) -> int:
         return 4

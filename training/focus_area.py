@@ -379,6 +379,8 @@ class FocusAreaSpec:
     name = NAME
     key = "focus-area"
     direction: Literal["minimize", "maximize"] = "maximize"
+    main_metric = "f1"
+    higher_is_better = True
 
     def default_trials(self, ctx: TrainingContext) -> int:
         return FocusAreaParams.from_params(ctx.params).trials
@@ -462,7 +464,7 @@ class FocusAreaSpec:
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,
-            main_metric="f1",
+            main_metric=self.main_metric,
             main_label="hold-out weak-class F1",
             params={"threshold": threshold, "holdout_origin": f"{data.holdout_origin:%Y-%m-%d}"},
             plots=plots,

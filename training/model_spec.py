@@ -80,6 +80,8 @@ class ModelSpec(Protocol):
     name: str  # the registered model name, e.g. prepiq-focus-area
     key: str  # the CLI name, e.g. focus-area
     direction: Literal["minimize", "maximize"]  # of the tuning objective
+    main_metric: str  # the key in report["model"] that ranks models (and the gate uses)
+    higher_is_better: bool  # of the main metric
 
     def default_trials(self, ctx: TrainingContext) -> int: ...
 
