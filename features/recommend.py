@@ -4,7 +4,10 @@
   recent practice, gain between earlier and recent results), from `test_answers`;
 - topic content: per topic, its subject, syllabus weight and position, the difficulty of
   its questions, how often past papers ask it, and how students rate its questions;
-- student context: enrolled subjects, stated interests and preferred difficulty.
+- student context: enrolled subjects, stated interests and preferred difficulty;
+- candidate topics: the three joined, one row per (student, enrolled topic), with where the
+  topic stands against the student's results and syllabus progress in its subject. Training
+  and serving both rank these rows.
 """
 
 from __future__ import annotations
@@ -31,9 +34,11 @@ INTERACTION_COLUMNS = (
     "attempts",
     "accuracy",
     "attempts_last_30d",
+    "accuracy_last_30d",
     "accuracy_gain",
     "days_since_last_attempt",
 )
+PREFERRED_LEVEL = {"easy": 2.0, "medium": 3.0, "hard": 4.0}  # on the 1-5 difficulty scale
 CONTENT_COLUMNS = (
     "subject_id",
     "syllabus_weight",
@@ -63,6 +68,8 @@ def interactions(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     earlier_rate = (earlier["sum"] + PRIOR_ANSWERS * base) / (earlier["size"] + PRIOR_ANSWERS)
     overall["accuracy"] = overall["correct"] / overall["attempts"]
     overall["attempts_last_30d"] = recent["size"].reindex(overall.index).fillna(0)
+    # Raw recent share of right answers (NaN without recent answers): what mastery means now.
+    overall["accuracy_last_30d"] = (recent["sum"] / recent["size"]).reindex(overall.index)
     overall["accuracy_gain"] = (recent_rate - earlier_rate).reindex(overall.index).fillna(0.0)
     overall["days_since_last_attempt"] = (now - overall["last"]).dt.total_seconds() / 86400
     overall["attempts"] = overall["attempts"].astype(float)
@@ -122,3 +129,55 @@ def student_context(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     enrolled["preferred_difficulty"] = enrolled["user_id"].map(difficulty).fillna("medium")
     columns = ["user_id", "topic_id", "subject_id", "interested", "preferred_difficulty"]
     return enrolled[columns].sort_values(["user_id", "topic_id"]).reset_index(drop=True)
+
+
+CANDIDATE_COLUMNS = (
+    "interested",
+    "practised",
+    *INTERACTION_COLUMNS,
+    "subject_attempts",
+    "subject_accuracy",
+    "relative_accuracy",
+    "positions_ahead",
+    "syllabus_weight",
+    "position",
+    "mean_difficulty",
+    "difficulty_gap",
+    "paper_frequency",
+    "mean_rating",
+)
+
+
+def candidate_topics(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
+    """One row per (student, enrolled topic) as of `as_of`: the topics a recommendation
+    ranks. Interaction columns are 0 for a topic never practised (its accuracies NaN);
+    `positions_ahead` is the topic's syllabus position after the furthest topic the student
+    has practised in the subject (NaN when none), `difficulty_gap` its question difficulty
+    against the student's preferred level."""
+    context = student_context(frames, as_of)
+    practice = interactions(frames, as_of)
+    content = topic_content(frames, as_of).drop(columns="subject_id")
+    frame = context.merge(practice, on=["user_id", "topic_id"], how="left").merge(
+        content, on="topic_id", how="left"
+    )
+    frame["practised"] = frame["attempts"].notna().astype(float)
+    frame = frame.fillna({"attempts": 0.0, "attempts_last_30d": 0.0, "accuracy_gain": 0.0})
+    by_subject = frame.groupby(["user_id", "subject_id"])
+    right = frame["accuracy"].fillna(0.0) * frame["attempts"]
+    frame["subject_attempts"] = by_subject["attempts"].transform("sum")
+    subject_right = right.groupby([frame["user_id"], frame["subject_id"]]).transform("sum")
+    frame["subject_accuracy"] = (subject_right / frame["subject_attempts"]).where(
+        frame["subject_attempts"] > 0
+    )
+    frame["relative_accuracy"] = frame["accuracy"] - frame["subject_accuracy"]
+    furthest = frame["position"].where(frame["practised"] > 0)
+    frame["positions_ahead"] = frame["position"] - furthest.groupby(
+        [frame["user_id"], frame["subject_id"]]
+    ).transform("max")
+    frame["difficulty_gap"] = frame["mean_difficulty"] - frame["preferred_difficulty"].map(
+        PREFERRED_LEVEL
+    ).astype(float)
+    columns = ["user_id", "topic_id", "subject_id", "preferred_difficulty", *CANDIDATE_COLUMNS]
+    result = frame[columns].sort_values(["user_id", "topic_id"]).reset_index(drop=True)
+    result[list(CANDIDATE_COLUMNS)] = result[list(CANDIDATE_COLUMNS)].astype(float).round(10)
+    return result

@@ -24,6 +24,7 @@ BUILDERS: dict[str, tuple[Builder, str]] = {
     "topic_interactions": (recommend.interactions, "topic recommender"),
     "topic_content": (recommend.topic_content, "topic recommender"),
     "student_topic_context": (recommend.student_context, "topic recommender"),
+    "topic_candidates": (recommend.candidate_topics, "topic recommender"),
     "question_history": (questions.question_history, "question ranker"),
 }
 TABLES = sorted(

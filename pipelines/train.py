@@ -20,12 +20,20 @@ from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
-from training import focus_area
+from training import focus_area, topic_recommender
 from training.model_spec import ModelSpec, TrainingContext
 from training.runs import train_and_log
 
 # CLI name -> model. The order is the order they train in.
-MODELS: dict[str, ModelSpec] = {spec.key: spec for spec in (focus_area.SPEC,)}
+MODELS: dict[str, ModelSpec] = {
+    spec.key: spec
+    for spec in (
+        progress_forecaster.SPEC,
+        topic_recommender.SPEC,
+        focus_area.SPEC,
+        question_ranker.SPEC,
+    )
+}
 
 
 @task(name="build-features")
@@ -42,7 +50,7 @@ def train_model(
     workers: int,
 ) -> dict[str, object]:
     summary = train_and_log(MODELS[model], ctx, storage=storage, workers=workers)
-    became_champion = mark_challenger(MlflowClient(), summary.model, summary.version)
+    champion = mark_challenger(MlflowClient(), summary.model, summary.version)
     get_run_logger().info(
         "%s version %s: %s %.3f (best baseline %s %.3f)",
         summary.model,
@@ -52,7 +60,7 @@ def train_model(
         summary.best_baseline,
         summary.baseline_value,
     )
-    return {**summary.__dict__, "uplift": summary.uplift, "champion": became_champion}
+    return {**summary.__dict__, "uplift": summary.uplift, "champion": champion}
 
 
 def training_context(

@@ -38,7 +38,9 @@ def markdown_table(title: str, rows: dict[str, dict[str, float]], columns: list[
     return "\n".join(lines) + "\n"
 
 
-def classification_plots(folder: Path, y: np.ndarray, scored: dict[str, np.ndarray]) -> list[Path]:
+def classification_plots(
+    folder: Path, y: np.ndarray, scored: dict[str, np.ndarray], positive: str = "weak class"
+) -> list[Path]:
     """Precision-recall and reliability (calibration) curves of every scored method."""
     paths = []
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -49,7 +51,7 @@ def classification_plots(folder: Path, y: np.ndarray, scored: dict[str, np.ndarr
             y, np.clip(probability, 0, 1), n_bins=10, strategy="quantile"
         )
         axes[1].plot(predicted, observed, marker="o", label=name)
-    axes[0].set(xlabel="recall", ylabel="precision", title="Precision-recall (weak class)")
+    axes[0].set(xlabel="recall", ylabel="precision", title=f"Precision-recall ({positive})")
     axes[1].plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes[1].set(xlabel="predicted probability", ylabel="observed frequency", title="Calibration")
     axes[0].legend(fontsize=8)
@@ -59,6 +61,25 @@ def classification_plots(folder: Path, y: np.ndarray, scored: dict[str, np.ndarr
     plt.close(figure)
     paths.append(path)
     return paths
+
+
+def metric_bars(
+    folder: Path, rows: dict[str, dict[str, float]], columns: list[str], name: str
+) -> list[Path]:
+    """Grouped bars: one group per metric, one bar per method (the model and baselines)."""
+    figure, axis = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(len(rows), 1)
+    positions = np.arange(len(columns))
+    for index, (method, metrics) in enumerate(rows.items()):
+        values = [metrics.get(c, float("nan")) for c in columns]
+        axis.bar(positions + index * width, values, width, label=method)
+    axis.set_xticks(positions + width * (len(rows) - 1) / 2, columns)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path = folder / name
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return [path]
 
 
 def write(folder: Path, report: dict[str, Any], markdown: str) -> list[Path]:
