@@ -469,7 +469,9 @@ def rank_quality(
     relevant = rows[LABEL].to_numpy() if relevance is None else relevance
     metrics = ranking_metrics(groups, shown, relevant, p.top_k)
     five = ranking_metrics(groups, shown, relevant, 5)
-    return {"ndcg_5": five["ndcg_5"], **metrics}
+    # NDCG@10 always: it is the main metric the promotion gate compares, whatever top_k.
+    ten = metrics if p.top_k == 10 else ranking_metrics(groups, shown, relevant, 10)
+    return {"ndcg_5": five["ndcg_5"], "ndcg_10": ten["ndcg_10"], **metrics}
 
 
 def fit_recommender(
@@ -658,6 +660,8 @@ class TopicRecommenderSpec:
     name = NAME
     key = "topic-recommender"
     direction: Literal["minimize", "maximize"] = "maximize"
+    main_metric = "ndcg_10"
+    higher_is_better = True
 
     def default_trials(self, ctx: TrainingContext) -> int:
         return TopicRecommenderParams.from_params(ctx.params).trials
@@ -760,8 +764,8 @@ class TopicRecommenderSpec:
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,
-            main_metric=f"ndcg_{p.top_k}",
-            main_label=f"hold-out NDCG@{p.top_k}",
+            main_metric=self.main_metric,
+            main_label="hold-out NDCG@10",
             params={"holdout_origin": f"{data.holdout_origin:%Y-%m-%d}", **hp},
             plots=plots,
         )
