@@ -26,8 +26,7 @@ from training.runs import train_and_log
 
 # CLI name -> model. The order is the order they train in.
 MODELS: dict[str, ModelSpec] = {
-    spec.key: spec
-    for spec in (progress_forecaster.SPEC, topic_recommender.SPEC, focus_area.SPEC)
+    spec.key: spec for spec in (progress_forecaster.SPEC, topic_recommender.SPEC, focus_area.SPEC)
 }
 
 
