@@ -131,6 +131,23 @@ def fast_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
 # history per label than such a small source holds).
 SMALL_DATA_PARAMS: dict[str, dict[str, object]] = {
     "focus_area": {"label_window_days": 30, "min_label_answers": 4, "holdout_fraction": 0.3},
+    "topic_recommender": {"min_window_answers": 3, "holdout_fraction": 0.3},
+    "progress_forecaster": {
+        "horizons_days": [30, 60],
+        "window_days": 28,
+        "holdout_fraction": 0.3,
+        "cv_folds": 2,
+        "cv_validation_origins": 1,
+        "backtest_days_before_as_of": [90, 60, 30],
+        "batch_size": 64,
+        "search_space": {
+            "hidden_size": [8, 16],
+            "layers": [1, 1],
+            "dropout": [0.0, 0.1],
+            "learning_rate": [0.005, 0.01],
+            "epochs": [3, 6],
+        },
+    },
 }
 
 

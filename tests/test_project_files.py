@@ -41,3 +41,16 @@ def test_dvc_train_stage_depends_on_the_snapshot() -> None:
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     assert "data/raw" in stages["train-focus-area"]["deps"]
     assert stages["ingest"]["outs"] == ["data/raw"]
+
+
+def test_every_model_has_a_dvc_train_stage_on_files_that_exist() -> None:
+    from pipelines.train import MODELS
+
+    stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
+    for key in MODELS:
+        stage = stages[f"train-{key}"]
+        assert stage["cmd"] == f"prepiq train --models {key} --no-ingest"
+        assert key.replace("-", "_") in stage["params"]
+        for dep in stage["deps"]:
+            assert dep.startswith("data/") or (PROJECT_ROOT / dep).exists(), dep
+    assert "evaluate" in stages

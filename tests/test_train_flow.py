@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
@@ -18,7 +19,7 @@ from core.config import get_settings
 from core.exceptions import DataValidationError
 from features.focus import FEATURE_COLUMNS
 from features.versioning import dvc_hash
-from pipelines.train import train_flow
+from pipelines.train import MODELS, train_flow
 from prepiq.cli import main
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
@@ -55,56 +56,81 @@ def seeded_source(tmp_path: Path, students: int = 160) -> str:
     return url
 
 
-def test_a_small_run_registers_a_model_that_loads_and_predicts(
+# Each model's input is a feature table the shared builders write (and serving builds).
+INPUT_TABLES = {
+    "prepiq-progress-forecaster": "progress_sequences",
+    "prepiq-topic-recommender": "topic_candidates",
+    "prepiq-focus-area": "topic_test_stats",
+    "prepiq-question-ranker": "question_history",
+}
+
+
+def one_students_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """What serving passes for one request: one student's rows (one subject's for the ranker)."""
+    key = "user_id" if "user_id" in table else "subject_id"
+    return table[table[key] == table[key].iloc[0]].reset_index(drop=True)
+
+
+def test_a_small_run_registers_four_models_that_load_and_predict(
     tracking_uri: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     source = seeded_source(tmp_path)
-    results = train_flow(
-        models=["focus-area"], trials=2, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF
-    )
-    (result,) = results.models
-    assert set(results.stage_seconds) == {"ingest_and_gate", "features", "train_focus-area"}
-    assert result["model"] == "prepiq-focus-area"
+    results = train_flow(trials=2, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF)
+    assert [r["model"] for r in results.models] == list(INPUT_TABLES)
+    assert set(results.stage_seconds) == {
+        "ingest_and_gate",
+        "features",
+        *(f"train_{key}" for key in MODELS),
+    }
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    champion = client.get_model_version_by_alias("prepiq-focus-area", "champion")
-    challenger = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
-    assert str(champion.version) == str(challenger.version) == result["version"]
-    model = mlflow.pyfunc.load_model("models:/prepiq-focus-area@champion")
+    for summary in results.models:
+        name = str(summary["model"])
+        challenger = client.get_model_version_by_alias(name, "challenger")
+        assert str(challenger.version) == summary["version"]
+        model = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
+        features = pd.read_parquet(tmp_path / "data" / "features" / f"{INPUT_TABLES[name]}.parquet")
+        predicted = model.predict(one_students_rows(features))
+        assert len(predicted) > 0, name
+        assert np.isfinite(float(str(summary["value"]))), name
+
+        run = client.get_run(str(summary["run_id"]))
+        # The data version is the DVC hash of the snapshot it trained on.
+        assert run.data.tags["data_version"] == dvc_hash(tmp_path / "data" / "raw")
+        assert run.data.tags["git_commit"] != "unknown"
+        spec = MODELS[run.data.tags["model"].removeprefix("prepiq-")]
+        assert f"holdout.model.{spec.main_metric}" in run.data.metrics
+        assert any(k.startswith("holdout.baseline_") for k in run.data.metrics), name
+        trials = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+        )
+        assert len(trials) == 2, name
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+        assert {"evaluation/evaluation.json", "evaluation/evaluation.md"} <= artifacts, name
+        assert any(path.endswith(".png") for path in artifacts), name
+        gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
+        assert gate == ["data_gate/report.json"]
+
+    focus = next(r for r in results.models if r["model"] == "prepiq-focus-area")
+    run = client.get_run(str(focus["run_id"]))
     features = pd.read_parquet(tmp_path / "data" / "features" / "topic_test_stats.parquet")
-    predicted = model.predict(features[["user_id", "topic_id", *FEATURE_COLUMNS]].head(10))
+    predicted = mlflow.pyfunc.load_model("models:/prepiq-focus-area@challenger").predict(
+        features[["user_id", "topic_id", *FEATURE_COLUMNS]].head(10)
+    )
     assert {"weak_probability", "is_weak", "expected_score_gain", "priority"} <= set(
         predicted.columns
     )
     assert predicted["weak_probability"].between(0, 1).all()
 
-    run = client.get_run(str(result["run_id"]))
-    # The data version is the DVC hash of the snapshot it trained on.
-    assert run.data.tags["data_version"] == dvc_hash(tmp_path / "data" / "raw")
-    assert run.data.tags["git_commit"] != "unknown"
-    assert "holdout.model.f1" in run.data.metrics
-    assert "holdout.baseline_accuracy_rule.f1" in run.data.metrics
-    trials = client.search_runs(
-        [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'"
-    )
-    assert len(trials) == 2
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
-    assert {
-        "evaluation/evaluation.json",
-        "evaluation/evaluation.md",
-        "evaluation/curves.png",
-    } <= artifacts
-    gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
-    assert gate == ["data_gate/report.json"]
-
-    # `prepiq evaluate` scores the registered champion on the same hold-out again: the
+    # `prepiq evaluate` scores a registered version on the same hold-out again: the
     # loaded model reproduces what training logged.
     monkeypatch.setenv("PREPIQ_DATA_DIR", str(tmp_path / "data"))
     get_settings.cache_clear()
-    assert main(["evaluate", "--model", "focus-area"]) == 0
+    assert main(["evaluate", "--model", "focus-area", "--alias", "challenger"]) == 0
     evaluated = json.loads(
         (tmp_path / "data" / "evaluation" / "focus-area" / "evaluation.json").read_text()
     )
@@ -112,15 +138,10 @@ def test_a_small_run_registers_a_model_that_loads_and_predicts(
     assert main(["evaluate", "--model", "focus-area", "--version", "99"]) == 2
     assert "cannot load models:/prepiq-focus-area/99" in capsys.readouterr().err
 
-    # A second run (on the same snapshot, as the DVC train stage runs) adds a challenger;
-    # the first version stays champion (promotion decides).
+    # A second run (on the same snapshot, as the DVC train stage runs) adds a challenger.
     second = train_flow(models=["focus-area"], trials=1, data_dir=tmp_path / "data", ingest=False)
     newest = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
-    assert str(newest.version) == second.models[0]["version"]
-    assert (
-        str(client.get_model_version_by_alias("prepiq-focus-area", "champion").version)
-        == result["version"]
-    )
+    assert str(newest.version) == second.models[0]["version"] != focus["version"]
 
 
 def test_a_failed_data_gate_trains_and_registers_nothing(
