@@ -9,6 +9,7 @@ under `PREPIQ_HOME` (`.prepiq/` in the repository).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -127,3 +128,24 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"params file {params_path} must hold a mapping at the top level")
     return loaded
+
+
+def params_section(
+    params: dict[str, Any],
+    name: str,
+    fields: Iterable[str],
+    search_space: Iterable[str] = (),
+) -> dict[str, Any]:
+    """The section `name` of params.yaml as keyword arguments for its dataclass: lists
+    become tuples (the dataclasses are frozen), and an unknown key or search-space
+    hyperparameter is an error naming it (a typo must not silently fall back to a
+    default)."""
+    section = dict(params.get(name) or {})
+    known = set(fields)
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ConfigError(f"params.yaml {name}: unknown keys {unknown}")
+    unknown = sorted(set(section.get("search_space") or {}) - set(search_space))
+    if unknown:
+        raise ConfigError(f"params.yaml {name}.search_space: unknown hyperparameters {unknown}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items()}

@@ -116,3 +116,18 @@ def test_params_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="mapping"):
         load_params(bad)
     assert load_params()["seed"] == 42
+
+
+def test_a_params_section_refuses_unknown_keys_and_hyperparameters() -> None:
+    from core.config import params_section
+    from core.exceptions import ConfigError
+
+    fields = ("trials", "candidates", "search_space")
+    ok = params_section(
+        {"m": {"trials": 3, "candidates": ["a"], "search_space": {"x": [1, 2]}}}, "m", fields, ["x"]
+    )
+    assert ok == {"trials": 3, "candidates": ("a",), "search_space": {"x": [1, 2]}}
+    with pytest.raises(ConfigError, match=r"params.yaml m: unknown keys \['trails'\]"):
+        params_section({"m": {"trails": 3}}, "m", fields)
+    with pytest.raises(ConfigError, match=r"m.search_space: unknown hyperparameters \['y'\]"):
+        params_section({"m": {"search_space": {"y": [1, 2]}}}, "m", fields, ["x"])

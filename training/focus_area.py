@@ -35,12 +35,13 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from core.exceptions import ConfigError, SourceDataError
+from core.config import params_section
+from core.exceptions import HoldoutError, SourceDataError
 from features.focus import FEATURE_COLUMNS, answer_table, feature_matrix, topic_test_stats
-from features.frames import SourceFrames
+from features.frames import SourceFrames, from_snapshot
 from training.metrics import binary_classification
 from training.model_spec import Outcome, TrainingContext
-from training.splits import group_folds, holdout_students, origins
+from training.splits import group_folds, student_split, training_origins
 
 NAME = "prepiq-focus-area"
 LABEL = "weak"
@@ -65,15 +66,7 @@ class FocusAreaParams:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FocusAreaParams:
-        section = dict(params.get("focus_area", {}))
-        if "candidates" in section:
-            section["candidates"] = tuple(section["candidates"])
-        unknown = set(section.get("search_space", {})) - set(DEFAULT_SPACE)
-        if unknown:
-            raise ConfigError(
-                f"params.yaml focus_area.search_space: unknown hyperparameters {sorted(unknown)}"
-            )
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        known = params_section(params, "focus_area", cls.__dataclass_fields__, DEFAULT_SPACE)
         return cls(**known)
 
 
@@ -100,6 +93,35 @@ def examples_at(
     return labelled
 
 
+# Hold-out columns the promotion gate slices by (never model inputs).
+SLICE_COLUMNS = ("subject", "days_since_joined", "student_attempts_last_30d")
+
+
+def with_slice_columns(
+    examples: pd.DataFrame, frames: SourceFrames, answers: pd.DataFrame, origin: datetime
+) -> pd.DataFrame:
+    """The examples with what the promotion gate slices by: the topic's subject (id), the
+    student's days since joining and answers over the 30 days up to `origin`."""
+    topics = frames["topics"][["id", "subject_id"]].rename(
+        columns={"id": "topic_id", "subject_id": "subject"}
+    )
+    joined = frames["users"].set_index("id")["created_at"]
+    moment = pd.Timestamp(origin)
+    recent = answers[
+        (answers["answered_at"] > moment - pd.Timedelta(days=30))
+        & (answers["answered_at"] <= moment)
+    ]
+    per_student = recent.groupby("user_id").size()
+    out = examples.merge(topics, on="topic_id", how="left")
+    out["days_since_joined"] = (
+        (moment - out["user_id"].map(joined)).dt.total_seconds() / 86400
+    ).to_numpy(dtype=float)
+    out["student_attempts_last_30d"] = (
+        out["user_id"].map(per_student).fillna(0).to_numpy(dtype=float)
+    )
+    return out
+
+
 @dataclass
 class FocusAreaData:
     """Training examples (training students, earlier origins) and the hold-out (other
@@ -116,27 +138,26 @@ def make_dataset(
     """Split by student and by time: hold-out students are scored at the last origin whose
     window has closed; training students at origins whose windows closed before it."""
     holdout_origin = as_of - timedelta(days=p.label_window_days)
-    users = frames["users"]["id"].tolist()
-    held_out = holdout_students(users, p.holdout_fraction, seed)
-    start = frames["users"]["created_at"].min().to_pydatetime() + timedelta(
-        days=p.first_origin_days
+    training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
+    train_origins = training_origins(
+        frames,
+        p.first_origin_days,
+        holdout_origin - timedelta(days=p.label_window_days),
+        p.origin_step_days,
     )
-    train_origins = origins(
-        start, holdout_origin - timedelta(days=p.label_window_days), p.origin_step_days
-    )
-    # Each group's examples come from its own students' rows only, and the answer join is
-    # made once per group rather than once per origin.
-    training_frames = frames.for_users(u for u in users if u not in held_out)
+    # The answer join is made once per group rather than once per origin.
     training_answers = answer_table(training_frames)
     parts = [examples_at(training_frames, t, p, training_answers) for t in train_origins]
     train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    holdout = examples_at(frames.for_users(held_out), holdout_origin, p)
+    holdout_answers = answer_table(holdout_frames)
+    holdout = examples_at(holdout_frames, holdout_origin, p, holdout_answers)
+    holdout = with_slice_columns(holdout, holdout_frames, holdout_answers, holdout_origin)
     for name, part in (("training", train), ("hold-out", holdout)):
         if len(part) == 0 or part[LABEL].nunique() < 2:
             raise SourceDataError(
                 f"focus-area: too few labelled {name} examples ({len(part)}) with "
                 f"params.yaml focus_area.label_window_days={p.label_window_days} and "
-                f"min_label_answers={p.min_label_answers} on {len(users)} students; "
+                f"min_label_answers={p.min_label_answers} on {len(frames['users'])} students; "
                 "more history or a shorter window / fewer answers per label are needed"
             )
     return FocusAreaData(train=train, holdout=holdout, holdout_origin=holdout_origin)
@@ -272,6 +293,17 @@ def logistic_baseline(train: pd.DataFrame, folds: int, seed: int) -> tuple[Pipel
 INPUT_COLUMNS = ["user_id", "topic_id", *FEATURE_COLUMNS]
 
 
+def model_scores(
+    predict: Callable[[pd.DataFrame], pd.DataFrame], examples: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model's weak probabilities and decisions on examples, through its `predict`."""
+    predicted = predict(examples[INPUT_COLUMNS])
+    return (
+        predicted["weak_probability"].to_numpy(dtype=float),
+        predicted["is_weak"].to_numpy(dtype=bool),
+    )
+
+
 def evaluate(
     predict: Callable[[pd.DataFrame], pd.DataFrame],
     data: FocusAreaData,
@@ -285,14 +317,10 @@ def evaluate(
     holdout = data.holdout
     y = holdout[LABEL].to_numpy()
     logistic, logistic_threshold = logistic_baseline(data.train, p.cv_folds, seed)
-    predicted = predict(holdout[INPUT_COLUMNS])
     rule = ThresholdRule(p.weak_threshold).weak_probability(holdout)
     regression = logistic.predict_proba(feature_matrix(holdout))[:, 1]
     scored = {
-        "model": (
-            predicted["weak_probability"].to_numpy(dtype=float),
-            predicted["is_weak"].to_numpy(dtype=bool),
-        ),
+        "model": model_scores(predict, holdout),
         "baseline_accuracy_rule": (rule, rule >= 0.5),
         "baseline_logistic_regression": (regression, regression >= logistic_threshold),
     }
@@ -426,6 +454,97 @@ class FocusAreaSpec:
             )
         return report, markdown
 
+    def slice_reports(
+        self,
+        ctx: TrainingContext,
+        data: FocusAreaData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, dict[str, float]]:
+        """Hold-out metrics per slice the promotion gate compares (each with `n`): the
+        topic's subject, new vs long-standing students (joined under
+        `promotion.new_student_days` before the origin), low vs high recent activity
+        (answers over the last 30 days below / at least the hold-out students' median)."""
+        missing = [c for c in SLICE_COLUMNS if c not in data.holdout]
+        if missing:
+            raise HoldoutError(
+                f"{NAME}: the frozen hold-out lacks the slice columns {missing}; re-freeze it "
+                "with `prepiq holdout freeze --model focus-area`"
+            )
+        holdout = data.holdout
+        y = holdout[LABEL].to_numpy()
+        probability, decided = model_scores(predict, holdout)
+        new_days = float(ctx.params.get("promotion", {}).get("new_student_days", 60))
+        joined = holdout["days_since_joined"].to_numpy(dtype=float)
+        activity = holdout["student_attempts_last_30d"].to_numpy(dtype=float)
+        median = float(holdout.drop_duplicates("user_id")["student_attempts_last_30d"].median())
+        masks = {
+            f"subject {name}": (holdout["subject"] == name).to_numpy()
+            for name in sorted(holdout["subject"].dropna().unique())
+        }
+        masks |= {
+            "new students": joined < new_days,
+            "long-standing students": joined >= new_days,
+            "low recent activity": activity < median,
+            "high recent activity": activity >= median,
+        }
+        return {
+            name: binary_classification(y[rows], probability[rows], decisions=decided[rows])
+            for name, rows in masks.items()
+            if rows.any()
+        }
+
+    def behaviour_checks(
+        self,
+        ctx: TrainingContext,
+        data: FocusAreaData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, tuple[bool, str]]:
+        """The behavioural test of the training issue, on hold-out (student, topic) pairs
+        with at least 10 answers (the first 5 by student and topic): with every answer on
+        the topic made wrong, the topic is flagged weak; made right, its weak probability
+        falls below half of that. Features are rebuilt at the hold-out origin from the
+        snapshot's edited answers by `features.focus.topic_test_stats` (the builder serving
+        uses), not by editing feature rows, so they stay coherent with each other."""
+        from features.focus import TABLES as FOCUS_TABLES
+
+        busy = data.holdout[data.holdout["attempts"] >= 10].sort_values(["user_id", "topic_id"])
+        pairs = list(zip(busy["user_id"].head(5), busy["topic_id"].head(5), strict=True))
+        if not pairs:
+            return {"failing a topic flags it weak": (False, "no hold-out pair has 10 answers")}
+        frames = from_snapshot(ctx.snapshot_dir, FOCUS_TABLES)
+        verdicts: dict[bool, list[pd.Series]] = {False: [], True: []}
+        for user, topic in pairs:
+            mine = frames.for_users([user])
+            for correct in (False, True):
+                rebuilt = topic_test_stats(
+                    with_answers_on_topic(mine, user, topic, correct), data.holdout_origin
+                )
+                row = rebuilt[rebuilt["topic_id"] == topic]
+                verdicts[correct].append(predict(row[INPUT_COLUMNS]).iloc[0])
+        flagged = sum(bool(v["is_weak"]) for v in verdicts[False])
+        lowered = sum(
+            float(right["weak_probability"]) < float(wrong["weak_probability"]) / 2
+            for wrong, right in zip(verdicts[False], verdicts[True], strict=True)
+        )
+        n = len(pairs)
+        return {
+            "failing every question of a topic flags it weak": (
+                flagged == n,
+                f"{flagged}/{n} hold-out pairs flagged weak with every answer wrong",
+            ),
+            "answering a topic right lowers its weak probability": (
+                lowered == n,
+                f"{lowered}/{n} pairs at under half the all-wrong probability when all right",
+            ),
+        }
+
+    def request_samples(self, data: FocusAreaData, count: int) -> list[pd.DataFrame]:
+        """Single-student requests as serving receives them: each of `count` hold-out
+        students' topic rows (the gate times `predict` on them)."""
+        holdout = data.holdout
+        students = sorted(holdout["user_id"].unique())[:count]
+        return [holdout.loc[holdout["user_id"] == s, INPUT_COLUMNS] for s in students]
+
     def finish(
         self,
         ctx: TrainingContext,
@@ -472,6 +591,19 @@ class FocusAreaSpec:
 
 
 SPEC = FocusAreaSpec()
+
+
+def with_answers_on_topic(
+    frames: SourceFrames, user: str, topic: int, correct: bool
+) -> SourceFrames:
+    """The frames with every answer of `user` on `topic` made right (or wrong): the probe
+    of the behavioural checks."""
+    questions = frames["questions"]
+    on_topic = set(questions.loc[questions["topic_id"] == topic, "id"])
+    answers = frames["test_answers"].copy()
+    mine = (answers["user_id"] == user) & answers["question_id"].isin(on_topic)
+    answers.loc[mine, "is_correct"] = correct
+    return SourceFrames(frames.tables | {"test_answers": answers})
 
 
 def truth_at(truth_dir: Path, moment: datetime) -> pd.DataFrame | None:

@@ -52,12 +52,13 @@ from mlflow.pyfunc.model import PythonModel
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from core.config import params_section
 from core.exceptions import ConfigError
 from features.frames import SourceFrames
 from features.progress import SEQUENCE_COLUMNS, STATIC_COLUMNS, daily_sequences
 from training.metrics import forecast_errors
 from training.model_spec import Outcome, TrainingContext
-from training.splits import group_folds, holdout_students, origins
+from training.splits import first_origin, group_folds, student_split, training_origins
 
 NAME = "prepiq-progress-forecaster"
 REQUIREMENTS = ["mlflow", "torch", "lightning", "pandas", "numpy", "cloudpickle"]
@@ -90,17 +91,9 @@ class ProgressForecasterParams:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> ProgressForecasterParams:
-        section = dict(params.get("progress_forecaster", {}))
-        for key in ("horizons_days", "quantiles", "backtest_days_before_as_of"):
-            if key in section:
-                section[key] = tuple(section[key])
-        unknown = set(section.get("search_space", {})) - set(DEFAULT_SPACE)
-        if unknown:
-            raise ConfigError(
-                "params.yaml progress_forecaster.search_space: unknown hyperparameters "
-                f"{sorted(unknown)}"
-            )
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        known = params_section(
+            params, "progress_forecaster", cls.__dataclass_fields__, DEFAULT_SPACE
+        )
         p = cls(**known)
         if 0.5 not in p.quantiles or len(p.quantiles) < 3:
             raise ConfigError(
@@ -255,21 +248,18 @@ def make_dataset(
     limit = as_of.date()
     longest = timedelta(days=max(p.horizons_days))
     holdout_origin = as_of - longest
-    users = frames["users"]["id"].tolist()
-    held_out = holdout_students(users, p.holdout_fraction, seed)
-    start = frames["users"]["created_at"].min().to_pydatetime() + timedelta(
-        days=p.first_origin_days
+    training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
+    train_origins = training_origins(
+        frames,
+        p.first_origin_days,
+        holdout_origin - timedelta(days=p.origin_step_days),
+        p.origin_step_days,
     )
-    train_origins = origins(
-        start, holdout_origin - timedelta(days=p.origin_step_days), p.origin_step_days
-    )
-    training_frames = frames.for_users(u for u in users if u not in held_out)
     train = Examples.concat([examples_at(training_frames, t, p, limit) for t in train_origins])
-    holdout_frames = frames.for_users(held_out)
     backtest = {
         f"{moment:%Y-%m-%d}": examples_at(holdout_frames, moment, p, limit)
         for moment in sorted(as_of - timedelta(days=d) for d in p.backtest_days_before_as_of)
-        if moment >= start
+        if moment >= first_origin(frames, p.first_origin_days)
     }
     return ForecastData(
         train=train,

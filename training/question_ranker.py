@@ -50,6 +50,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
+from core.config import params_section
 from core.exceptions import ConfigError
 from features.frames import SourceFrames
 from features.questions import (
@@ -101,16 +102,7 @@ class QuestionRankerParams:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> QuestionRankerParams:
-        section = dict(params.get("question_ranker", {}))
-        if "candidates" in section:
-            section["candidates"] = tuple(section["candidates"])
-        unknown = set(section.get("search_space", {})) - set(DEFAULT_SPACE)
-        if unknown:
-            raise ConfigError(
-                f"params.yaml question_ranker.search_space: unknown hyperparameters "
-                f"{sorted(unknown)}"
-            )
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        known = params_section(params, "question_ranker", cls.__dataclass_fields__, DEFAULT_SPACE)
         return cls(**known)
 
 

@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from features.frames import SourceFrames
+
 
 def holdout_students(user_ids: Iterable[str], fraction: float, seed: int) -> set[str]:
     """The students kept out of training: the same ids for the same seed, whatever else
@@ -41,3 +43,27 @@ def group_folds(groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.nd
     return [
         (np.flatnonzero(assignment != k), np.flatnonzero(assignment == k)) for k in range(n_folds)
     ]
+
+
+def student_split(
+    frames: SourceFrames, fraction: float, seed: int
+) -> tuple[SourceFrames, SourceFrames]:
+    """The training students' rows and the hold-out students' rows (shared tables whole):
+    each group's examples are built from its own students only."""
+    users = frames["users"]["id"].tolist()
+    held_out = holdout_students(users, fraction, seed)
+    return frames.for_users(u for u in users if u not in held_out), frames.for_users(held_out)
+
+
+def first_origin(frames: SourceFrames, first_origin_days: int) -> datetime:
+    """The earliest point in time worth an example: some days after the first student joined."""
+    joined: datetime = frames["users"]["created_at"].min().to_pydatetime()
+    return joined + timedelta(days=first_origin_days)
+
+
+def training_origins(
+    frames: SourceFrames, first_origin_days: int, last: datetime, step_days: int
+) -> list[datetime]:
+    """Training origins every `step_days` from `first_origin` up to `last` (the latest
+    origin whose labels close before the hold-out's)."""
+    return origins(first_origin(frames, first_origin_days), last, step_days)

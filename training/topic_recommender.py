@@ -43,13 +43,13 @@ from threadpoolctl import (  # type: ignore[import-untyped]
     threadpool_limits,
 )
 
-from core.exceptions import ConfigError
+from core.config import params_section
 from features.focus import answer_table
 from features.frames import SourceFrames
 from features.recommend import CANDIDATE_COLUMNS, candidate_topics
 from training.metrics import binary_classification, ranking_metrics
 from training.model_spec import Outcome, TrainingContext
-from training.splits import group_folds, holdout_students, origins
+from training.splits import group_folds, student_split, training_origins
 
 NAME = "prepiq-topic-recommender"
 LABEL = "relevant"
@@ -96,14 +96,7 @@ class TopicRecommenderParams:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TopicRecommenderParams:
-        section = dict(params.get("topic_recommender", {}))
-        unknown = set(section.get("search_space", {})) - set(DEFAULT_SPACE)
-        if unknown:
-            raise ConfigError(
-                "params.yaml topic_recommender.search_space: unknown hyperparameters "
-                f"{sorted(unknown)}"
-            )
-        known = {k: v for k, v in section.items() if k in cls.__dataclass_fields__}
+        known = params_section(params, "topic_recommender", cls.__dataclass_fields__, DEFAULT_SPACE)
         return cls(**known)
 
 
@@ -161,21 +154,18 @@ def make_dataset(
     """Split by student and by time: hold-out students are scored at the last origin whose
     window has closed; training students at origins whose windows closed before it."""
     holdout_origin = as_of - timedelta(days=p.label_window_days)
-    users = frames["users"]["id"].tolist()
-    held_out = holdout_students(users, p.holdout_fraction, seed)
-    start = frames["users"]["created_at"].min().to_pydatetime() + timedelta(
-        days=p.first_origin_days
+    training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
+    train_origins = training_origins(
+        frames,
+        p.first_origin_days,
+        holdout_origin - timedelta(days=p.label_window_days),
+        p.origin_step_days,
     )
-    train_origins = origins(
-        start, holdout_origin - timedelta(days=p.label_window_days), p.origin_step_days
-    )
-    training_frames = frames.for_users(u for u in users if u not in held_out)
     training_answers = answer_table(training_frames)
     train = pd.concat(
         [labelled_candidates(training_frames, training_answers, t, p) for t in train_origins],
         ignore_index=True,
     )
-    holdout_frames = frames.for_users(held_out)
     holdout = labelled_candidates(holdout_frames, answer_table(holdout_frames), holdout_origin, p)
     return RecommenderData(
         train=train,
