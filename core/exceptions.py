@@ -36,3 +36,16 @@ class DataValidationError(PrepIQError):
 
 class SourceDataError(PrepIQError):
     """A source row holds a value the contract's type cannot take (names table and column)."""
+
+
+class RegistryError(PrepIQError):
+    """The model registry is not in the state an operation needs (a missing alias, a
+    version that does not load): names the model, the alias and the version."""
+
+
+class PromotionLockedError(RegistryError):
+    """Another promotion of the same model held its lock for longer than the timeout."""
+
+
+class HoldoutError(PrepIQError):
+    """A frozen hold-out is missing, unreadable or changed since it was frozen."""
