@@ -6,9 +6,10 @@ print one line naming the problem and exit with code 2; no traceback reaches the
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +19,9 @@ from typer._click import exceptions as click_exceptions
 from core.config import get_settings, load_params
 from core.exceptions import PrepIQError
 from core.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from training.model_spec import TrainingContext
 
 app = typer.Typer(
     name="prepiq",
@@ -29,6 +33,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Apply the data-contract migrations to a database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+holdout_app = typer.Typer(
+    help="The fixed hold-out each model is judged on by the promotion gate.", no_args_is_help=True
+)
+app.add_typer(holdout_app, name="holdout")
 
 UrlOption = Annotated[
     str | None,
@@ -278,12 +286,48 @@ def train(
         baseline = f"{r['best_baseline']} {float(r['baseline_value']):.3f}"  # type: ignore[arg-type]
         typer.echo(
             f"{r['model']!s:<22} {r['version']!s:>7}  {r['main_metric']!s:<24} {float(r['value']):>6.3f}  "  # type: ignore[arg-type]
-            f"{baseline:<26} {float(r['uplift']):>+7.1%}  {'yes' if r['champion'] else 'no'}"  # type: ignore[arg-type]
+            f"{baseline:<26} {float(r['uplift']):>+7.1%}  {r['champion'] or 'none yet'}"  # type: ignore[arg-type]
         )
         typer.echo(f"  report: {r['report']}")
     stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in report.stage_seconds.items())
     typer.echo(f"Stages: {stages}.")
     typer.echo("Open the MLflow UI with `prepiq ui` (http://127.0.0.1:5000).")
+
+
+ModelOption = Annotated[
+    str, typer.Option("--model", help="A model (e.g. focus-area), or 'all'.", show_default=False)
+]
+
+
+def _model_keys(model: str) -> list[str]:
+    """The models a `--model NAME|all` option names, in training order."""
+    from core.exceptions import ConfigError
+    from pipelines.train import MODELS
+
+    if model != "all" and model not in MODELS:
+        raise ConfigError(f"--model: unknown model {model} (known: all, {', '.join(MODELS)})")
+    return list(MODELS) if model == "all" else [model]
+
+
+def _one_model(model: str) -> str:
+    from core.exceptions import ConfigError
+
+    if model == "all":
+        raise ConfigError("--model: name one model here, not 'all'")
+    return _model_keys(model)[0]
+
+
+def _snapshot_context() -> TrainingContext:
+    """The training context of the current snapshot (data/raw) and params.yaml."""
+    from core.exceptions import ConfigError
+    from features.snapshot import RAW_DIR, read_manifest
+    from pipelines.train import training_context
+
+    data_dir = get_settings().data_dir
+    manifest = read_manifest(data_dir / RAW_DIR)
+    if manifest is None:
+        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
+    return training_context(data_dir, datetime.fromisoformat(manifest.as_of))
 
 
 @app.command()
@@ -298,25 +342,152 @@ def evaluate(
 ) -> None:
     """Score a registered model on the current snapshot's hold-out next to its baselines;
     the report goes to data/evaluation/MODEL/."""
-    from core.exceptions import ConfigError
-    from features.snapshot import RAW_DIR, read_manifest
-    from pipelines.train import MODELS, training_context
+    from pipelines.train import MODELS
     from training.runs import evaluate_registered
 
-    if model != "all" and model not in MODELS:
-        raise ConfigError(f"--model: unknown model {model} (known: all, {', '.join(MODELS)})")
-    data_dir = get_settings().data_dir
-    manifest = read_manifest(data_dir / RAW_DIR)
-    if manifest is None:
-        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
-    ctx = training_context(data_dir, datetime.fromisoformat(manifest.as_of))
-    for key in list(MODELS) if model == "all" else [model]:
+    keys = _model_keys(model)
+    ctx = _snapshot_context()
+    for key in keys:
         spec = MODELS[key]
         uri = f"models:/{spec.name}/{version}" if version else f"models:/{spec.name}@{alias}"
-        out_dir = data_dir / "evaluation" / key
+        out_dir = ctx.data_dir / "evaluation" / key
         _, markdown = evaluate_registered(spec, ctx, uri, out_dir)
         typer.echo(markdown)
         typer.echo(f"report: {out_dir / 'evaluation.json'}")
+
+
+@app.command()
+def promote(
+    model: ModelOption = "all",
+    dry_run: Annotated[
+        bool, typer.Option(help="Judge and audit, but move no alias and import nothing.")
+    ] = False,
+    refresh_holdout: Annotated[
+        bool, typer.Option(help="Re-freeze the hold-out from the current snapshot first.")
+    ] = False,
+) -> None:
+    """Judge each challenger against its champion on the frozen hold-out and promote it if
+    it passes. Exit 0: promoted; 3: champion kept (normal); 2: an error. The report is
+    printed and saved to data/promotion/MODEL.{json,md}."""
+    from pipelines.train import MODELS
+    from registry.promotion import KEPT
+    from registry.promotion import promote as run_promotion
+
+    keys = _model_keys(model)
+    ctx = _snapshot_context()
+    out_dir = ctx.data_dir / "promotion"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    codes = []
+    for key in keys:
+        try:
+            result = run_promotion(
+                MODELS[key], ctx, dry_run=dry_run, refresh_holdout=refresh_holdout
+            )
+        except PrepIQError as exc:  # one model's error does not stop the others
+            typer.echo(f"prepiq: error: {key}: {exc}", err=True)
+            (out_dir / f"{key}.md").write_text(f"## {key}: ERROR\n\n{exc}\n")
+            (out_dir / f"{key}.json").write_text(
+                json.dumps({"model": key, "decision": "error", "error": str(exc)}, indent=2)
+            )
+            codes.append(exc.exit_code)
+            continue
+        markdown = result.markdown()
+        typer.echo(markdown)
+        (out_dir / f"{key}.md").write_text(markdown)
+        summary = {k: v for k, v in result.__dict__.items() if k != "report"}
+        summary["report"] = result.report.to_dict() if result.report else None
+        (out_dir / f"{key}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        codes.append(result.exit_code)
+    typer.echo(f"reports: {out_dir}")
+    errors = [c for c in codes if c not in (0, KEPT)]
+    raise typer.Exit(errors[0] if errors else min(codes))
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Option("--model", help="The model to roll back.")],
+) -> None:
+    """Make the `previous` version champion again (audited)."""
+    from pipelines.train import MODELS
+    from registry.promotion import rollback as run_rollback
+
+    result = run_rollback(MODELS[_one_model(model)], _snapshot_context())
+    typer.echo(
+        f"{result.model}: champion is v{result.champion} again (bento {result.bento_tag}); "
+        f"audit run {result.audit_run_id}"
+    )
+
+
+@app.command()
+def status(
+    history: Annotated[
+        str | None,
+        typer.Option("--history", help="Show this model's audit trail instead, newest first."),
+    ] = None,
+) -> None:
+    """Champion and challenger of every model: versions, main metrics, trained at, data
+    version, promoted at (or, with --history MODEL, that model's audit trail)."""
+    from mlflow import MlflowClient
+
+    from pipelines.train import MODELS
+    from registry import audit
+    from training import tracking
+
+    uri = tracking.configure()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def when(moment: datetime | None) -> str:
+        return f"{moment:%Y-%m-%d %H:%M}" if moment else "-"
+
+    def figure(version: str | None, value: float | None) -> str:
+        return f"v{version} ({value:.3f})" if version and value is not None else _opt(version)
+
+    if history is not None:
+        key = _one_model(history)
+        entries = audit.history(client, MODELS[key].name)
+        typer.echo(
+            f"{'when (UTC)':<17} {'decision':<12} {'from':>5} {'to':>5}  {'actor':<18} reasons"
+        )
+        for e in entries:
+            first = e.reasons.splitlines()[0] if e.reasons else ""
+            fails = [r for r in e.reasons.splitlines() if r.startswith("FAIL")]
+            typer.echo(
+                f"{when(e.at):<17} {e.decision:<12} {e.from_version:>5} {e.to_version:>5}  "
+                f"{e.actor:<18} {'; '.join(fails) or first}"
+            )
+        if not entries:
+            typer.echo(f"no audit records for {MODELS[key].name}")
+        return
+    typer.echo(
+        f"{'model':<26} {'metric':<8} {'champion':<16} {'challenger':<16} "
+        f"{'trained at':<16} {'data version':<14} promoted at"
+    )
+    for row in audit.status(client, list(MODELS.values())):
+        typer.echo(
+            f"{row.model:<26} {row.main_metric:<8} "
+            f"{figure(row.champion, row.champion_metric):<16} "
+            f"{figure(row.challenger, row.challenger_metric):<16} {when(row.trained_at):<16} "
+            f"{(row.data_version or '-')[:12]:<14} {when(row.promoted_at)}"
+        )
+
+
+def _opt(version: str | None) -> str:
+    return f"v{version}" if version else "-"
+
+
+@holdout_app.command("freeze")
+def holdout_freeze(model: ModelOption = "all") -> None:
+    """Freeze each model's hold-out from the current snapshot into data/holdout (then
+    `dvc commit holdout` records the new version)."""
+    from pipelines.train import MODELS
+    from registry import holdout
+
+    keys = _model_keys(model)
+    ctx = _snapshot_context()
+    for key in keys:
+        path = holdout.freeze(MODELS[key], ctx)
+        frozen = holdout.load(key, ctx.data_dir)
+        typer.echo(f"{key}: {path} (sha256 {frozen.sha256[:12]}, as of {frozen.meta['as_of']})")
 
 
 @app.command()
@@ -399,7 +570,8 @@ def ui(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 usage or user error)."""
     try:
-        app(args=argv, prog_name="prepiq", standalone_mode=False)
+        # Without standalone mode, click returns a `typer.Exit` code instead of raising it.
+        code = app(args=argv, prog_name="prepiq", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:
         if exc.ctx is not None:
             typer.echo(exc.ctx.get_help())
@@ -426,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
             err=True,
         )
         return 1
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Aliases on registered model versions. A newly trained version becomes `challenger`;
-the promotion gate (not this module) decides when a challenger becomes `champion`."""
+the promotion gate (`registry.promotion`, not this module) decides when a challenger
+becomes `champion`, and keeps the champion it replaces as `previous` (for rollback)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from mlflow.exceptions import MlflowException
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS = "previous"
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -18,11 +20,8 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def mark_challenger(client: MlflowClient, name: str, version: str) -> bool:
-    """Alias a new version `challenger`. Until the promotion gate exists, the first version
-    of a model also becomes `champion` (returns True when it did)."""
+def mark_challenger(client: MlflowClient, name: str, version: str) -> str | None:
+    """Alias a new version `challenger`; returns the current champion's version (None
+    before the first promotion: `prepiq promote` decides)."""
     client.set_registered_model_alias(name, CHALLENGER, version)
-    if alias_version(client, name, CHAMPION) is None:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return True
-    return False
+    return alias_version(client, name, CHAMPION)

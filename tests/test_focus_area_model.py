@@ -12,7 +12,7 @@ import pytest
 
 from core.config import load_params
 from features.focus import topic_test_stats
-from features.frames import SourceFrames, from_snapshot
+from features.frames import from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE, SMALL_DATA_PARAMS
 from training import focus_area as fa
@@ -90,17 +90,6 @@ def test_the_logged_model_predicts_suggestions_per_student(
     assert first["expected_score_gain"] == predicted["expected_score_gain"].max()
 
 
-def _with_answers_on_topic(
-    frames: SourceFrames, user: str, topic: int, correct: bool
-) -> SourceFrames:
-    questions = frames["questions"]
-    on_topic = set(questions.loc[questions["topic_id"] == topic, "id"])
-    answers = frames["test_answers"].copy()
-    mine = (answers["user_id"] == user) & answers["question_id"].isin(on_topic)
-    answers.loc[mine, "is_correct"] = correct
-    return SourceFrames(frames.tables | {"test_answers": answers})
-
-
 def test_a_student_failing_every_question_of_a_topic_gets_it_flagged_weak(
     outcome: Outcome, clean_snapshot: Path
 ) -> None:
@@ -114,7 +103,7 @@ def test_a_student_failing_every_question_of_a_topic_gets_it_flagged_weak(
         mine = frames.for_users([user])
         verdict = {}
         for correct in (False, True):
-            rebuilt = topic_test_stats(_with_answers_on_topic(mine, user, topic, correct), AS_OF)
+            rebuilt = topic_test_stats(fa.with_answers_on_topic(mine, user, topic, correct), AS_OF)
             row = rebuilt[rebuilt["topic_id"] == topic]
             verdict[correct] = outcome.python_model.predict(None, row).iloc[0]
         assert bool(verdict[False]["is_weak"]), (user, topic)

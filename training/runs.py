@@ -42,12 +42,17 @@ class RunSummary:
 
     @property
     def uplift(self) -> float:
-        """Relative improvement of the main metric over the best baseline (positive when
-        the model is better, whichever direction the metric runs)."""
-        if not self.baseline_value:
-            return float("nan")
-        gain = self.value - self.baseline_value
-        return (gain if self.higher_is_better else -gain) / abs(self.baseline_value)
+        """Relative improvement of the main metric over the best baseline."""
+        return relative_gain(self.value, self.baseline_value, self.higher_is_better)
+
+
+def relative_gain(value: float, reference: float, higher_is_better: bool) -> float:
+    """Relative improvement of `value` over `reference` (positive when `value` is better,
+    whichever direction the metric runs; NaN when the reference is zero)."""
+    if not reference:
+        return float("nan")
+    gain = value - reference
+    return (gain if higher_is_better else -gain) / abs(reference)
 
 
 def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
@@ -135,7 +140,7 @@ def train_and_log(
         mlflow.log_params({f"refit.{k}": v for k, v in outcome.params.items()})
         mlflow.log_metrics(flat_metrics("holdout", outcome.report))
         _log_evaluation(outcome)
-        version = _log_model(spec, outcome)
+        version = register_model(spec, outcome)
     name, baseline = outcome.best_baseline()
     return RunSummary(
         model=spec.name,
@@ -159,7 +164,9 @@ def _log_evaluation(outcome: Outcome) -> None:
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
 
 
-def _log_model(spec: ModelSpec, outcome: Outcome) -> str:
+def register_model(spec: ModelSpec, outcome: Outcome) -> str:
+    """Log the outcome's model (signature, input example, pinned requirements) in the
+    active run as a new registered version of `spec`; returns the version."""
     example = outcome.input_example
     output = outcome.output_example
     if output is None:
