@@ -78,20 +78,21 @@ def main() -> None:
                         parent_run_id=run.info.run_id,
                     )
                     seconds = time.perf_counter() - started
+                # Read the study before its database goes.
+                states = [t.state.name.lower() for t in study.trials]
+                results.append(
+                    {
+                        "workers": workers,
+                        "trials": len(states),
+                        "pruned": states.count("pruned"),
+                        "seconds": round(seconds, 1),
+                        "trials_per_minute": round(60 * len(states) / seconds, 2),
+                        "best_value": round(float(study.best_value), 4),
+                    }
+                )
             finally:
                 with psycopg.connect(f"{args.postgres}/postgres", autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-            states = [t.state.name.lower() for t in study.trials]
-            results.append(
-                {
-                    "workers": workers,
-                    "trials": len(study.trials),
-                    "pruned": states.count("pruned"),
-                    "seconds": round(seconds, 1),
-                    "trials_per_minute": round(60 * len(study.trials) / seconds, 2),
-                    "best_value": round(float(study.best_value), 4),
-                }
-            )
         print(
             json.dumps(
                 {

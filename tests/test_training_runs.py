@@ -1,0 +1,58 @@
+"""The generic training run's small parts: the `--students` sample, study names that let
+other machines join, the direction-aware uplift, and nested reports as MLflow metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from training.focus_area import SPEC
+from training.model_spec import TrainingContext
+from training.runs import flat_metrics, load_frames, relative_gain, study_name
+
+
+def _context(snapshot: Path, **changes: object) -> TrainingContext:
+    ctx = TrainingContext(
+        snapshot_dir=snapshot,
+        data_dir=snapshot.parent,
+        as_of=datetime(2026, 11, 20, 23, tzinfo=UTC),
+        params={"focus_area": {"trials": 3}},
+        seed=42,
+    )
+    return dataclasses.replace(ctx, **changes)  # type: ignore[arg-type]
+
+
+def test_students_option_trains_on_a_stable_sample(clean_snapshot: Path) -> None:
+    everyone = load_frames(_context(clean_snapshot))
+    sample = load_frames(_context(clean_snapshot, students=100))
+    users = set(sample["users"]["id"])
+    assert 60 < len(users) < 140  # about 100 of the 300, chosen by a hash of the id
+    assert users <= set(everyone["users"]["id"])
+    assert set(sample["test_answers"]["user_id"]) <= users  # their rows only
+    assert len(sample["questions"]) == len(everyone["questions"])  # the catalogue whole
+    again = load_frames(_context(clean_snapshot, students=100))
+    assert set(again["users"]["id"]) == users
+
+
+def test_a_shared_study_name_depends_on_data_params_and_budget(tmp_path: Path) -> None:
+    ctx = _context(tmp_path / "raw")
+    shared = study_name(SPEC, ctx, 12, shared=True)
+    assert shared == study_name(SPEC, ctx, 12, shared=True)  # another machine joins it
+    assert shared != study_name(SPEC, ctx, 24, shared=True)
+    other_params = _context(tmp_path / "raw", params={"focus_area": {"trials": 4}})
+    assert shared != study_name(SPEC, other_params, 12, shared=True)
+    assert study_name(SPEC, ctx, 12, shared=False).startswith("focus-area-20261120")
+
+
+def test_uplift_is_positive_when_the_model_is_better_either_way() -> None:
+    assert relative_gain(0.9, 0.8, higher_is_better=True) == pytest.approx(0.125)
+    assert relative_gain(4.0, 5.0, higher_is_better=False) == pytest.approx(0.2)
+    assert relative_gain(6.0, 5.0, higher_is_better=False) == pytest.approx(-0.2)
+
+
+def test_nested_reports_flatten_to_finite_metrics() -> None:
+    report = {"model": {"f1": 0.8, "roc_auc": float("nan")}, "note": "text", "n": 3}
+    assert flat_metrics("holdout", report) == {"holdout.model.f1": 0.8, "holdout.n": 3.0}
