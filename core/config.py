@@ -12,11 +12,11 @@ import os
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.exceptions import ConfigError
 
@@ -77,8 +77,48 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
     db_connect_timeout_seconds: int = Field(default=10, ge=1)
 
+    # Serving (the BentoML service the app calls).
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "PREPIQ_SUPABASE_JWT_SECRET"),
+        description="Supabase's JWT secret (HS256): user tokens are checked against it.",
+    )
+    jwt_audience: str = Field(default="authenticated", description="Required `aud` claim.")
+    serving_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys of service callers (any student's rows), comma-separated.",
+    )
+    serving_admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys that may also call admin routes (reload), comma-separated.",
+    )
+    serving_rate_limit: str = Field(
+        default="600/minute",
+        description="Per-caller limit on the ML routes, in the `limits` notation.",
+    )
+    serving_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    serving_request_timeout_seconds: float = Field(default=10.0, gt=0)
+    serving_max_concurrency: int = Field(
+        default=64, ge=1, description="Requests in flight before new ones get 429."
+    )
+    serving_inference_threads: int = Field(
+        default=2, ge=1, description="Threads that build features and run the models."
+    )
+    serving_catalogue_ttl_seconds: float = Field(
+        default=600.0, gt=0, description="How long the cached catalogue tables are kept."
+    )
+    serving_log_batch_size: int = Field(default=200, ge=1)
+    serving_log_flush_seconds: float = Field(default=1.0, gt=0)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("serving_api_keys", "serving_admin_api_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("home", "data_dir")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -110,10 +111,16 @@ def from_source(
         if name in SHARED_TABLES and shared is not None and name in shared.tables:
             frames[name] = shared[name]
             continue
-        spec = table_spec(name)
         equals = None
         if name in STUDENT_TABLES:
             equals = {"id" if name == "users" else "user_id": user_id}
-        batches = list(stream_table(engine, spec, equals=equals))
-        frames[name] = pa.Table.from_batches(batches, schema=spec.schema).to_pandas()
+        frames[name] = read_table(engine, name, equals)
     return SourceFrames(frames)
+
+
+def read_table(engine: Engine, name: str, equals: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One contract table from the source (rows matching `equals`, else whole), with the
+    snapshot's column types."""
+    spec = table_spec(name)
+    batches = list(stream_table(engine, spec, equals=equals))
+    return pa.Table.from_batches(batches, schema=spec.schema).to_pandas()

@@ -337,3 +337,36 @@ class TextReference:
                 out[rows, column + 1] = np.where(other, similarity, 0.0).max(axis=1)
                 out[rows, column + 2] = np.where(same_topic, similarity, 0.0).max(axis=1)
         return pd.DataFrame(out, columns=list(TEXT_COLUMNS), index=candidates.index)
+
+
+TOPIC_COLUMNS = (*(c for c in NUMERIC_COLUMNS if c.startswith("topic_")), "syllabus_weight")
+
+
+def rows_for_texts(candidates: pd.DataFrame, texts: Sequence[tuple[str, int]]) -> pd.DataFrame:
+    """`question_history` rows for given (text, topic_id) pairs of one subject, from that
+    subject's candidates: a text already asked gets its own history; a new one its topic's
+    history and the history of a question never asked (no appearances, older than any
+    paper, its topic's mean difficulty and marks, a neutral rating)."""
+    by_key = candidates.set_index("candidate_key")
+    never = float(candidates["years_since_asked"].max()) + 1.0
+    rows = []
+    for text, topic_id in texts:
+        key = normalise_text(text)
+        if key in by_key.index:
+            row = by_key.loc[[key]].iloc[0].to_dict()
+        else:
+            topic = candidates[candidates["topic_id"] == topic_id]
+            row = {c: float(topic[c].iloc[0]) for c in TOPIC_COLUMNS}
+            row |= {c: 0.0 for c in ("times_asked", "asked_share", "recency_weighted_share")}
+            row |= {"asked_last_year": 0.0, "slot_share": 0.0, "expected_repeat": 0.0}
+            row |= {
+                "years_since_asked": never,
+                "difficulty": float(topic["difficulty"].mean()),
+                "marks": float(topic["marks"].mean()),
+                "mean_rating": 3.0,
+                "subject_id": candidates["subject_id"].iloc[0],
+                "question_id": np.nan,
+                "topic_id": topic_id,
+            }
+        rows.append(row | {"candidate_key": key, "text": text})
+    return pd.DataFrame(rows)[list(CANDIDATE_COLUMNS)]

@@ -567,6 +567,26 @@ def ui(
     raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
 
 
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the four champions from the BentoML model store (the PrepIQ app's API;
+    /readyz answers 200 once all four are loaded)."""
+    import os
+    import subprocess
+
+    from core.config import PROJECT_ROOT
+
+    typer.echo(f"PrepIQ serving on http://{host}:{port} (docs /docs.json); Ctrl+C stops it")
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
+        "--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT),
+    ]  # fmt: skip
+    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 ok, 2 usage or user error)."""
     try:

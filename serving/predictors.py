@@ -1,0 +1,190 @@
+"""From a request to a response for each model: build the input (from the source for a
+`user_id`, else from the body), run the model, shape its output. Plain functions, run in
+the service's inference threads; they know nothing of HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from features.focus import FEATURE_COLUMNS
+from serving import schemas
+from serving.errors import InvalidInputError
+from serving.models import ServedModel
+from serving.online_features import OnlineFeatures
+from training.progress_forecaster import output_column
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A response and what it was computed from (for the prediction log)."""
+
+    response: BaseModel
+    inputs_digest: str
+    user_id: str | None
+
+
+def inputs_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of the model input, independent of row order."""
+    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+    return hashlib.sha256(np.sort(hashed.to_numpy()).tobytes()).hexdigest()
+
+
+def served_by(model: ServedModel) -> schemas.ServedBy:
+    return schemas.ServedBy(name=model.name, version=model.version)
+
+
+def predict_progress(
+    model: ServedModel, features: OnlineFeatures, request: schemas.ProgressRequest
+) -> Prediction:
+    """Completion now and per horizon (median and the q0.1-q0.9 interval)."""
+    inputs = features.progress_inputs(request.user_id, int(model.model.window_days))
+    row = model.predict(inputs).iloc[0]
+    forecaster = model.model.forecaster
+    low, high = min(forecaster.quantiles), max(forecaster.quantiles)
+    median = sorted(forecaster.quantiles)[len(forecaster.quantiles) // 2]
+    forecasts = [
+        schemas.CompletionForecast(
+            horizon_days=int(h),
+            completion_percent=round(float(row[output_column(median, h)]), 2),
+            low_percent=round(float(row[output_column(low, h)]), 2),
+            high_percent=round(float(row[output_column(high, h)]), 2),
+        )
+        for h in forecaster.horizons
+    ]
+    response = schemas.ProgressResponse(
+        user_id=request.user_id,
+        completion_now=round(float(row["completion_now"]), 2),
+        forecasts=forecasts,
+        model=served_by(model),
+    )
+    return Prediction(response, inputs_digest(inputs), request.user_id)
+
+
+def predict_focus_areas(
+    model: ServedModel, features: OnlineFeatures, request: schemas.FocusAreasRequest
+) -> Prediction:
+    """Every answered topic's weak probability and suggestions, by priority."""
+    if request.user_id is not None:
+        inputs = features.focus_inputs(request.user_id)
+    else:
+        assert request.topics is not None  # the schema asks for one of the two
+        inputs = pd.DataFrame([t.model_dump() for t in request.topics])
+        duplicated = inputs["topic_id"].duplicated()
+        if duplicated.any():
+            index = int(np.flatnonzero(duplicated.to_numpy())[0])
+            field = f"topics.{index}.topic_id"
+            raise InvalidInputError(f"{field}: topic given twice", field)
+        inputs = inputs[["topic_id", *FEATURE_COLUMNS]]
+    areas: list[schemas.FocusArea] = []
+    if not inputs.empty:
+        out = model.predict(inputs).sort_values("priority")
+        for record in out.to_dict("records"):
+            name, subject = features.topic(int(record["topic_id"]))
+            areas.append(
+                schemas.FocusArea(
+                    topic_id=int(record["topic_id"]),
+                    topic_name=name,
+                    subject_id=subject,
+                    weak_probability=float(record["weak_probability"]),
+                    is_weak=bool(record["is_weak"]),
+                    expected_score_gain=float(record["expected_score_gain"]),
+                    practice=str(record["practice"]),
+                    priority=int(record["priority"]),
+                )
+            )
+    response = schemas.FocusAreasResponse(
+        user_id=request.user_id, focus_areas=areas, model=served_by(model)
+    )
+    return Prediction(response, inputs_digest(inputs), request.user_id)
+
+
+def recommend_topics(
+    model: ServedModel, features: OnlineFeatures, request: schemas.RecommendRequest
+) -> Prediction:
+    """The student's top-k topics (of one subject when asked)."""
+    inputs = features.recommend_inputs(request.user_id)
+    if request.subject_id is not None:
+        inputs = inputs[inputs["subject_id"] == request.subject_id]
+        if inputs.empty:
+            raise InvalidInputError(
+                f"subject_id: the student is not enrolled in subject {request.subject_id}",
+                "subject_id",
+            )
+    recommendations: list[schemas.TopicRecommendation] = []
+    if not inputs.empty:
+        out = model.predict(inputs.reset_index(drop=True)).head(request.top_k)
+        for record in out.to_dict("records"):
+            name, subject = features.topic(int(record["topic_id"]))
+            recommendations.append(
+                schemas.TopicRecommendation(
+                    topic_id=int(record["topic_id"]),
+                    topic_name=name,
+                    subject_id=subject,
+                    rank=int(record["rank"]),
+                    confidence=float(record["confidence"]),
+                    reason=str(record["reason"]),
+                )
+            )
+    response = schemas.RecommendResponse(
+        user_id=request.user_id, recommendations=recommendations, model=served_by(model)
+    )
+    return Prediction(response, inputs_digest(inputs), request.user_id)
+
+
+def rank_questions(
+    model: ServedModel, features: OnlineFeatures, request: schemas.RankQuestionsRequest
+) -> Prediction:
+    """The subject's questions (or the given texts) best first."""
+    inputs = features.question_inputs(request.subject_id)
+    if request.questions is not None:
+        # Scored next to the subject's own candidates: the ranker compares texts with the
+        # papers up to the newest it sees among its input, which must be the latest.
+        given = given_texts(inputs, request.questions)
+        inputs = pd.concat([inputs, given], ignore_index=True)
+    out = model.predict(inputs)
+    ranked = pd.concat([inputs[["question_id", "topic_id", "text"]], out], axis=1)
+    if request.questions is not None:
+        ranked = ranked.tail(len(request.questions)).reset_index(drop=True)
+        ranked["rank"] = ranked["score"].rank(ascending=False, method="first").astype(int)
+    ranked = ranked.sort_values("rank").head(request.top_k)
+    response = schemas.RankQuestionsResponse(
+        subject_id=request.subject_id,
+        questions=[_ranked_question(r) for r in ranked.to_dict("records")],
+        model=served_by(model),
+    )
+    return Prediction(response, inputs_digest(inputs), None)
+
+
+def _ranked_question(record: dict[Any, Any]) -> schemas.RankedQuestion:
+    question_id = record["question_id"]
+    return schemas.RankedQuestion(
+        rank=int(record["rank"]),
+        question_id=None if pd.isna(question_id) else int(question_id),
+        topic_id=int(record["topic_id"]),
+        text=str(record["text"]),
+        probability=float(record["probability"]),
+        repeat_probability=float(record["repeat_probability"]),
+        score=float(record["score"]),
+    )
+
+
+def given_texts(candidates: pd.DataFrame, texts: list[schemas.QuestionText]) -> pd.DataFrame:
+    """Ranker rows for the given texts: `features.questions.rows_for_texts`, with a
+    topic outside the subject refused (naming the field)."""
+    from features.questions import rows_for_texts
+
+    known_topics = set(candidates["topic_id"].astype(int))
+    for index, question in enumerate(texts):
+        if question.topic_id not in known_topics:
+            raise InvalidInputError(
+                f"questions.{index}.topic_id: topic {question.topic_id} has no past "
+                "questions in this subject",
+                f"questions.{index}.topic_id",
+            )
+    return rows_for_texts(candidates, [(q.text, q.topic_id) for q in texts]).reset_index(drop=True)

@@ -1,0 +1,343 @@
+"""Request and response bodies of the serving API. Every field has a description and the
+models carry examples, so `/docs.json` documents the whole contract with the app.
+
+Requests are strict: unknown fields, NaN and infinite numbers, empty or oversized lists
+are refused with a message naming the field (before any model runs)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+EXAMPLE_USER = "06055a97-61f4-406b-b091-a5b5a8586e77"
+MAX_TOPICS = 500  # more than any syllabus holds: a bigger list is a client bug
+MAX_QUESTIONS = 100
+
+
+class Strict(BaseModel):
+    """Refuses unknown fields and non-finite numbers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
+
+
+UserId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The student's id (Supabase auth user id).",
+        examples=[EXAMPLE_USER],
+    ),
+]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ServedBy(BaseModel):
+    """Which model answered."""
+
+    name: str = Field(description="Registered model name.", examples=["prepiq-focus-area"])
+    version: str = Field(description="Registered model version.", examples=["3"])
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class ProgressRequest(Strict):
+    """Forecast a student's syllabus completion."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER}})
+    user_id: UserId
+
+
+class CompletionForecast(BaseModel):
+    """Completion forecast at one horizon, with its 80% interval."""
+
+    horizon_days: int = Field(description="Days from today.", examples=[30])
+    completion_percent: float = Field(description="Median forecast (0-100).", examples=[71.5])
+    low_percent: float = Field(description="Lower end of the 80% interval (q0.1).")
+    high_percent: float = Field(description="Upper end of the 80% interval (q0.9).")
+
+
+class ProgressResponse(BaseModel):
+    """Completion now and forecast at each horizon the model was trained for."""
+
+    user_id: str = Field(description="The student.")
+    completion_now: float = Field(description="Completion recorded up to today (0-100).")
+    forecasts: list[CompletionForecast] = Field(description="One per horizon, nearest first.")
+    model: ServedBy
+
+
+# -- focus areas ---------------------------------------------------------------------------
+
+
+class TopicTestStats(Strict):
+    """One topic's test statistics for a student (`features.focus.topic_test_stats`), for
+    callers that send the inputs themselves."""
+
+    topic_id: int = Field(ge=1, description="Topic.")
+    attempts: float = Field(ge=0, description="Answers given on the topic.")
+    accuracy: float = Field(ge=0, le=1, description="Share of right answers.")
+    smoothed_accuracy: float = Field(ge=0, le=1, description="Accuracy shrunk to the expected.")
+    accuracy_last_14d: float = Field(ge=0, le=1, description="Smoothed accuracy, last 14 days.")
+    accuracy_last_30d: float = Field(ge=0, le=1, description="Smoothed accuracy, last 30 days.")
+    attempts_last_30d: float = Field(ge=0, description="Answers in the last 30 days.")
+    accuracy_trend: float = Field(ge=-1, le=1, description="Last 30 days minus overall.")
+    difficulty_adjusted_accuracy: float = Field(
+        ge=-1, le=1, description="Right answers minus those expected at the difficulty."
+    )
+    mean_difficulty: float = Field(ge=1, le=5, description="Mean difficulty answered (1-5).")
+    seconds_per_mark: float = Field(ge=0, description="Median seconds per mark.")
+    slow_answer_share: float = Field(ge=0, le=1, description="Share slower than 1.5x own pace.")
+    rushed_wrong_share: float = Field(ge=0, le=1, description="Share quick and wrong.")
+    repeated_wrong_option_share: float = Field(
+        ge=0, le=1, description="Share repeating a wrong option."
+    )
+    skip_share: float = Field(ge=0, le=1, description="Share skipped.")
+    days_since_last_attempt: float = Field(ge=0, description="Days since the last answer.")
+    mock_share: float = Field(ge=0, le=1, description="Share answered in mock papers.")
+    syllabus_weight: float = Field(ge=0, le=1, description="Topic's share of its subject.")
+    student_adjusted_accuracy: float = Field(
+        ge=-1, le=1, description="The student's difficulty-adjusted level over all topics."
+    )
+    relative_adjusted_accuracy: float = Field(
+        ge=-2, le=2, description="The topic's adjusted accuracy minus the student's level."
+    )
+    student_shrunk_accuracy: float = Field(
+        ge=0, le=1, description="Accuracy shrunk toward the student's own level."
+    )
+
+
+class FocusAreasRequest(Strict):
+    """Weak topics of a student: give `user_id` (rows read from the source) or `topics`
+    (the inputs themselves), not both."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER}})
+    user_id: UserId | None = None
+    topics: list[TopicTestStats] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TOPICS,
+        description="Per-topic test statistics, instead of a user_id.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FocusAreasRequest:
+        if (self.user_id is None) == (self.topics is None):
+            raise ValueError("give exactly one of user_id or topics")
+        return self
+
+
+class FocusArea(BaseModel):
+    """One topic judged by the focus-area model, with what to do about it."""
+
+    topic_id: int
+    topic_name: str | None = Field(description="Topic name from the catalogue.")
+    subject_id: int | None = Field(description="Subject of the topic.")
+    weak_probability: Probability = Field(description="P(accuracy below 50% next 45 days).")
+    is_weak: bool = Field(description="Probability at or above the model's threshold.")
+    expected_score_gain: float = Field(
+        description="Expected exam-score points gained by bringing the topic to 70%."
+    )
+    practice: str = Field(description="What to practise, from the answer patterns.")
+    priority: int = Field(ge=1, description="Order to take the topics in (1 = first).")
+
+
+class FocusAreasResponse(BaseModel):
+    """Every topic the student has answered, by priority."""
+
+    user_id: str | None = Field(description="The student, when asked by user_id.")
+    focus_areas: list[FocusArea]
+    model: ServedBy
+
+
+# -- topic recommendations ---------------------------------------------------------------
+
+
+class RecommendRequest(Strict):
+    """Topics a student should study next."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER, "top_k": 5}})
+    user_id: UserId
+    top_k: int = Field(default=5, ge=1, le=50, description="How many topics to return.")
+    subject_id: int | None = Field(
+        default=None, ge=1, description="Only topics of this enrolled subject."
+    )
+
+
+class TopicRecommendation(BaseModel):
+    """One recommended topic."""
+
+    topic_id: int
+    topic_name: str | None = Field(description="Topic name from the catalogue.")
+    subject_id: int | None = Field(description="Subject of the topic.")
+    rank: int = Field(ge=1, description="1 = study first.")
+    confidence: Probability = Field(description="Calibrated P(the student improves on it).")
+    reason: str = Field(description="Why it is recommended.", examples=["weak area: 42%"])
+
+
+class RecommendResponse(BaseModel):
+    """The student's top topics, best first (mastered topics left out)."""
+
+    user_id: str
+    recommendations: list[TopicRecommendation]
+    model: ServedBy
+
+
+# -- question ranking --------------------------------------------------------------------
+
+
+class QuestionText(Strict):
+    """A question to rank that may not be in the past papers."""
+
+    text: str = Field(min_length=3, max_length=4000, description="The question as printed.")
+    topic_id: int = Field(ge=1, description="Topic the question belongs to.")
+
+
+class RankQuestionsRequest(Strict):
+    """Rank a subject's past questions (or given texts) by how likely they are to come up
+    in the next paper."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {"subject_id": 1, "top_k": 20}})
+    subject_id: int = Field(ge=1, description="Subject whose next paper is ranked for.")
+    top_k: int = Field(default=20, ge=1, le=500, description="How many questions to return.")
+    questions: list[QuestionText] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_QUESTIONS,
+        description="Texts to rank instead of the subject's past questions.",
+    )
+
+
+class RankedQuestion(BaseModel):
+    """One ranked question."""
+
+    rank: int = Field(ge=1, description="1 = most likely to come up.")
+    question_id: int | None = Field(description="Latest past question with this text, if any.")
+    topic_id: int
+    text: str
+    probability: Probability = Field(description="P(the question or its topic is asked).")
+    repeat_probability: Probability = Field(description="P(this very question is asked).")
+    score: float = Field(description="Ranking score: P(topic) + 2 P(question).")
+
+
+class RankQuestionsResponse(BaseModel):
+    """Questions best first."""
+
+    subject_id: int
+    questions: list[RankedQuestion]
+    model: ServedBy
+
+
+# -- models status -----------------------------------------------------------------------
+
+
+class LatencyMs(BaseModel):
+    """Latency percentiles of the recent requests (milliseconds), null before any."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class ModelStatus(BaseModel):
+    """What one served model is and how it is doing."""
+
+    key: str = Field(examples=["focus-area"])
+    name: str = Field(description="Registered model name.")
+    version: str = Field(description="Registered version being served.")
+    aliases: list[str] = Field(description="Registry aliases of that version (champion, ...).")
+    run_id: str = Field(description="MLflow run that trained it.")
+    data_version: str | None = Field(description="DVC hash of the snapshot it trained on.")
+    trained_at: datetime | None
+    loaded_at: datetime
+    main_metric: str
+    main_metric_value: float | None = Field(description="Hold-out value of the main metric.")
+    bento_tag: str = Field(description="Entry of the BentoML model store.")
+    requests: int = Field(description="Requests answered since loaded.")
+    errors: int = Field(description="Requests that failed since loaded.")
+    latency_ms: LatencyMs
+
+
+class ModelsStatusResponse(BaseModel):
+    """Every served model."""
+
+    ready: bool = Field(description="All four models loaded.")
+    started_at: datetime
+    models: list[ModelStatus]
+
+
+# -- per-user views ----------------------------------------------------------------------
+
+
+class CompletionRecord(BaseModel):
+    """A recorded completion value."""
+
+    recorded_on: date
+    completion_percent: float
+
+
+class UserProgressView(BaseModel):
+    """Recorded completion history and the forecast."""
+
+    user_id: str
+    history: list[CompletionRecord] = Field(description="Last recorded values, oldest first.")
+    forecast: ProgressResponse
+
+
+class DashboardView(BaseModel):
+    """Everything the app's dashboard shows, from the four models and the student's rows."""
+
+    user_id: str
+    display_name: str | None
+    exam_date: date | None
+    progress: ProgressResponse
+    focus_areas: list[FocusArea] = Field(description="Weakest topics first (top 5).")
+    recommendations: list[TopicRecommendation] = Field(description="Top 5 topics to study.")
+
+
+class StoredPrediction(BaseModel):
+    """A prediction made earlier for the student."""
+
+    created_at: datetime
+    model_name: str
+    model_version: str
+    request_id: str
+    latency_ms: float
+    response: dict[str, Any]
+
+
+class UserPredictionsView(BaseModel):
+    """The student's stored predictions, newest first."""
+
+    user_id: str
+    predictions: list[StoredPrediction]
+
+
+class ReloadResponse(BaseModel):
+    """Which models changed version on reload."""
+
+    reloaded: dict[str, str] = Field(description="Model key -> bento tag now served.")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service returns has this shape."""
+
+    error: str = Field(description="What went wrong, naming the field when it is input.")
+    code: Literal[
+        "invalid_input",
+        "unauthorized",
+        "forbidden",
+        "not_found",
+        "method_not_allowed",
+        "too_large",
+        "rate_limited",
+        "overloaded",
+        "timeout",
+        "not_ready",
+        "internal",
+    ]
+    field: str | None = Field(default=None, description="The offending field, if any.")
+    request_id: str | None = Field(default=None, description="Same as the X-Request-ID header.")

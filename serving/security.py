@@ -1,0 +1,88 @@
+"""Who is calling: a student with a Supabase access token (HS256, signed with the
+project's JWT secret; signature, expiry and audience checked), or a service with an API
+key. A student reads only their own rows; services read any; admin routes need an admin
+(a token whose `app_metadata.role` is `admin`, or an admin API key)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import jwt
+
+from core.config import Settings
+from serving.errors import ForbiddenError, UnauthorizedError
+
+ADMIN_ROLE = "admin"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    caller: str  # rate-limit and log key: `user:<id>` or `key:<digest>`
+    user_id: str | None  # the student, for user tokens
+    is_admin: bool
+
+    def require_user(self, user_id: str, field: str = "user_id") -> None:
+        """A student may read only their own rows (services and admins any)."""
+        if self.user_id is not None and not self.is_admin and self.user_id != user_id:
+            raise ForbiddenError(f"{field}: a student token reads only its own user_id", field)
+
+    def require_admin(self) -> None:
+        if not self.is_admin:
+            raise ForbiddenError("this route needs an admin")
+
+
+class Authenticator:
+    """Checks the `Authorization: Bearer <jwt>` or `X-API-Key` header of a request."""
+
+    def __init__(self, settings: Settings) -> None:
+        secret = settings.supabase_jwt_secret
+        self._secret = secret.get_secret_value() if secret else None
+        self._audience = settings.jwt_audience
+        self._admin_keys = [k.get_secret_value() for k in settings.serving_admin_api_keys]
+        self._keys = [k.get_secret_value() for k in settings.serving_api_keys] + self._admin_keys
+
+    def authenticate(self, authorization: str | None, api_key: str | None) -> Principal:
+        """The caller, or UnauthorizedError saying what is wrong (never why a key failed)."""
+        if api_key:
+            return self._by_key(api_key)
+        if not authorization:
+            raise UnauthorizedError("missing credentials: send a Bearer token or an X-API-Key")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+        return self._by_token(token.strip())
+
+    def _by_key(self, key: str) -> Principal:
+        # Compare every configured key in constant time, so timing reveals nothing.
+        matches = [hmac.compare_digest(key, known) for known in self._keys]
+        if not any(matches):
+            raise UnauthorizedError("invalid API key")
+        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+        is_admin = any(hmac.compare_digest(key, known) for known in self._admin_keys)
+        return Principal(caller=f"key:{digest}", user_id=None, is_admin=is_admin)
+
+    def _by_token(self, token: str) -> Principal:
+        if self._secret is None:
+            raise UnauthorizedError("user tokens are not accepted: SUPABASE_JWT_SECRET is not set")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                audience=self._audience,
+                options={"require": ["exp", "sub", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise UnauthorizedError("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise UnauthorizedError("token audience is not accepted") from exc
+        except jwt.InvalidTokenError as exc:
+            raise UnauthorizedError("invalid token") from exc
+        metadata = claims.get("app_metadata") or {}
+        is_admin = isinstance(metadata, dict) and metadata.get("role") == ADMIN_ROLE
+        user_id = str(claims["sub"])
+        return Principal(caller=f"user:{user_id}", user_id=user_id, is_admin=is_admin)

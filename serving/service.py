@@ -1,0 +1,325 @@
+"""The PrepIQ serving API: the BentoML service the app calls.
+
+    bentoml serve serving.service:PrepIQService     (or `prepiq serve`)
+
+The four prediction routes are BentoML APIs (POST, pydantic bodies). The GET routes
+(models status, per-user views) need path parameters, which BentoML APIs do not have, so
+they are a FastAPI app mounted into the same service (its routes join `/docs.json`).
+Everything passes the gateway middleware (`serving.middleware`).
+
+Concurrency: the APIs are `async` and run feature building and the model in a thread
+pool of `serving_inference_threads` (a CapacityLimiter), so the event loop stays free:
+`/models/status`, health and readiness answer while inference is busy, and requests
+waiting for a thread hold no thread. torch runs one thread per call (`serving.models`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from core.config import get_settings
+
+get_settings().apply_environment()  # BENTOML_HOME and the offline switches, before bentoml
+
+import anyio  # noqa: E402
+import bentoml  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from pydantic import BaseModel  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+
+from core.database import get_engine  # noqa: E402
+from core.logging import configure_logging, get_logger  # noqa: E402
+from features.schema import ModelPrediction  # noqa: E402
+from serving import predictors, schemas  # noqa: E402
+from serving.errors import NotFoundError, NotReadyError, ServingError, from_serving_error  # noqa: E402
+from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
+from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
+from serving.online_features import OnlineFeatures  # noqa: E402
+from serving.prediction_log import PredictionLog  # noqa: E402
+from serving.security import Principal  # noqa: E402
+from serving.stats import ModelStats  # noqa: E402
+
+log = get_logger("prepiq.serving")
+Req = TypeVar("Req", bound=BaseModel)
+Predictor = Callable[[ServedModel, OnlineFeatures, Any], predictors.Prediction]
+DASHBOARD_TOP = 5
+STORED_PREDICTIONS = 50
+
+views = FastAPI(title="PrepIQ views", docs_url=None, redoc_url=None, openapi_url=None)
+SETTINGS = get_settings()
+
+
+@bentoml.service(
+    name="prepiq",
+    workers=1,
+    # The gateway enforces the per-request timeout and the concurrency limit with the
+    # service's error shape; BentoML's own timeout stays as a last resort.
+    traffic={"timeout": max(60.0, 2 * SETTINGS.serving_request_timeout_seconds)},
+)
+@bentoml.asgi_app(views, path="/api/v1")
+class PrepIQService:
+    """Progress forecasts, focus areas, topic recommendations and question rankings for
+    the PrepIQ app, from each model's champion."""
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        engine = get_engine()
+        self.started_at = datetime.now(UTC)
+        self.models = ModelSet(settings.resolved_tracking_uri)
+        self.models.load_all()
+        self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
+        self.predictions = PredictionLog(
+            engine, settings.serving_log_batch_size, settings.serving_log_flush_seconds
+        )
+        self.stats = {key: ModelStats() for key in SPECS}
+        self.threads = anyio.CapacityLimiter(settings.serving_inference_threads)
+        log.info("service ready" if self.models.ready else "service NOT ready: models missing")
+
+    def __is_ready__(self) -> bool:
+        return self.models.ready
+
+    @bentoml.on_shutdown
+    def flush_prediction_log(self) -> None:
+        """Write every buffered prediction before the process ends."""
+        self.predictions.close()
+
+    # -- prediction routes -------------------------------------------------------------
+
+    @bentoml.api(route="/api/v1/ml/predict/progress")
+    async def predict_progress(
+        self, body: schemas.ProgressRequest, /, ctx: bentoml.Context
+    ) -> schemas.ProgressResponse:
+        """Completion % at each horizon (+30/+60/+90 days) with 80% intervals."""
+        return await self._api(ctx, "progress-forecaster", body, predictors.predict_progress)
+
+    @bentoml.api(route="/api/v1/ml/predict/focus-areas")
+    async def predict_focus_areas(
+        self, body: schemas.FocusAreasRequest, /, ctx: bentoml.Context
+    ) -> schemas.FocusAreasResponse:
+        """Weak topics with probabilities and improvement suggestions."""
+        return await self._api(ctx, "focus-area", body, predictors.predict_focus_areas)
+
+    @bentoml.api(route="/api/v1/ml/recommend/topics")
+    async def recommend_topics(
+        self, body: schemas.RecommendRequest, /, ctx: bentoml.Context
+    ) -> schemas.RecommendResponse:
+        """Top-k topics to study next, with confidence and a reason."""
+        return await self._api(ctx, "topic-recommender", body, predictors.recommend_topics)
+
+    @bentoml.api(route="/api/v1/ml/rank/questions")
+    async def rank_questions(
+        self, body: schemas.RankQuestionsRequest, /, ctx: bentoml.Context
+    ) -> schemas.RankQuestionsResponse:
+        """A subject's questions (or given texts) ranked by P(in the next paper)."""
+        return await self._api(ctx, "question-ranker", body, predictors.rank_questions)
+
+    @bentoml.api(route="/api/v1/ml/models/reload")
+    async def reload_models(self, ctx: bentoml.Context) -> schemas.ReloadResponse:
+        """Admin: serve the newest store entry of every model (what promotion imported).
+        Each model is swapped in only once loaded, so no request is dropped."""
+        try:
+            _principal(ctx.request.scope).require_admin()
+            changed = await anyio.to_thread.run_sync(self.models.reload)
+        except ServingError as exc:
+            ctx.request.scope["state"][ERROR_KEY] = exc
+            raise
+        return schemas.ReloadResponse(reloaded=changed)
+
+    async def _api(self, ctx: bentoml.Context, key: str, body: Req, predict: Predictor) -> Any:
+        """Run one prediction route: authorise, predict in a worker thread, record stats
+        and the prediction log. A ServingError is left for the gateway to answer (BentoML
+        would turn it into a plain 500)."""
+        scope = ctx.request.scope
+        try:
+            user_id = getattr(body, "user_id", None)
+            if user_id is not None:
+                _principal(scope).require_user(user_id)
+            prediction = await self.predict(key, body, predict, scope["state"]["request_id"])
+        except ServingError as exc:
+            scope["state"][ERROR_KEY] = exc
+            raise
+        return prediction.response
+
+    async def predict(
+        self, key: str, body: BaseModel, predict: Predictor, request_id: str
+    ) -> predictors.Prediction:
+        """A model's prediction for `body`, timed, counted and logged."""
+        model = self.models.get(key)
+        if model is None:
+            raise NotReadyError(f"model {key} is not loaded")
+        started = time.perf_counter()
+        try:
+            prediction = await anyio.to_thread.run_sync(
+                predict, model, self.features, body, limiter=self.threads
+            )
+        except Exception:
+            self.stats[key].record(1000 * (time.perf_counter() - started), ok=False)
+            raise
+        latency_ms = 1000 * (time.perf_counter() - started)
+        self.stats[key].record(latency_ms, ok=True)
+        self.predictions.record(
+            model_name=model.name,
+            model_version=model.version,
+            user_id=prediction.user_id,
+            request_id=request_id,
+            inputs_digest=prediction.inputs_digest,
+            request=body.model_dump(mode="json"),
+            response=prediction.response.model_dump(mode="json"),
+            latency_ms=round(latency_ms, 3),
+        )
+        return prediction
+
+    # -- GET routes (the mounted FastAPI app, prefix /api/v1) ---------------------------
+
+    @views.get("/ml/models/status", response_model=schemas.ModelsStatusResponse)
+    async def models_status(self) -> schemas.ModelsStatusResponse:
+        """Each served model: version, aliases, run, data version, trained and loaded at,
+        main metric, live request count and latency percentiles. Reads memory only."""
+        models = [
+            schemas.ModelStatus(
+                key=m.key,
+                name=m.name,
+                version=m.version,
+                aliases=list(m.aliases),
+                run_id=m.run_id,
+                data_version=m.data_version,
+                trained_at=m.trained_at,
+                loaded_at=m.loaded_at,
+                main_metric=m.main_metric,
+                main_metric_value=m.main_metric_value,
+                bento_tag=m.bento_tag,
+                requests=self.stats[m.key].requests,
+                errors=self.stats[m.key].errors,
+                latency_ms=self.stats[m.key].percentiles(),
+            )
+            for m in self.models
+        ]
+        return schemas.ModelsStatusResponse(
+            ready=self.models.ready, started_at=self.started_at, models=models
+        )
+
+    @views.get("/users/{user_id}/progress", response_model=schemas.UserProgressView)
+    async def user_progress(self, user_id: str, request: Request) -> schemas.UserProgressView:
+        """Recorded completion history and the forecast."""
+        body = schemas.ProgressRequest(user_id=_checked_user(request, user_id))
+        forecast = await self._view(
+            request, "progress-forecaster", body, predictors.predict_progress
+        )
+        history = await anyio.to_thread.run_sync(
+            self.features.completion_history, user_id, limiter=self.threads
+        )
+        return schemas.UserProgressView(
+            user_id=user_id,
+            history=[
+                schemas.CompletionRecord.model_validate(r) for r in history.to_dict("records")
+            ],
+            forecast=forecast,
+        )
+
+    @views.get("/users/{user_id}/recommendations", response_model=schemas.RecommendResponse)
+    async def user_recommendations(
+        self, user_id: str, request: Request
+    ) -> schemas.RecommendResponse:
+        """The student's top topics to study next."""
+        body = schemas.RecommendRequest(user_id=_checked_user(request, user_id))
+        response = await self._view(request, "topic-recommender", body, predictors.recommend_topics)
+        assert isinstance(response, schemas.RecommendResponse)
+        return response
+
+    @views.get("/users/{user_id}/dashboard", response_model=schemas.DashboardView)
+    async def user_dashboard(self, user_id: str, request: Request) -> schemas.DashboardView:
+        """Progress forecast, weakest topics and top recommendations in one answer."""
+        checked = _checked_user(request, user_id)
+        progress = await self._view(
+            request,
+            "progress-forecaster",
+            schemas.ProgressRequest(user_id=checked),
+            predictors.predict_progress,
+        )
+        focus = await self._view(
+            request,
+            "focus-area",
+            schemas.FocusAreasRequest(user_id=checked),
+            predictors.predict_focus_areas,
+        )
+        recommended = await self._view(
+            request,
+            "topic-recommender",
+            schemas.RecommendRequest(user_id=checked, top_k=DASHBOARD_TOP),
+            predictors.recommend_topics,
+        )
+        assert isinstance(progress, schemas.ProgressResponse)
+        assert isinstance(focus, schemas.FocusAreasResponse)
+        assert isinstance(recommended, schemas.RecommendResponse)
+        student = await anyio.to_thread.run_sync(
+            self.features.student_rows, checked, (), limiter=self.threads
+        )
+        row = student["users"].iloc[0]
+        return schemas.DashboardView(
+            user_id=checked,
+            display_name=row["display_name"],
+            exam_date=row["exam_date"],
+            progress=progress,
+            focus_areas=focus.focus_areas[:DASHBOARD_TOP],
+            recommendations=recommended.recommendations,
+        )
+
+    @views.get("/users/{user_id}/predictions", response_model=schemas.UserPredictionsView)
+    async def user_predictions(self, user_id: str, request: Request) -> schemas.UserPredictionsView:
+        """The student's stored predictions, newest first (the last 50)."""
+        checked = _checked_user(request, user_id)
+        rows = await anyio.to_thread.run_sync(self._stored_predictions, checked)
+        return schemas.UserPredictionsView(user_id=checked, predictions=rows)
+
+    def _stored_predictions(self, user_id: str) -> list[schemas.StoredPrediction]:
+        self.features.student_rows(user_id, ())  # 404 for an unknown student
+        table = ModelPrediction.__table__
+        query = (
+            select(
+                table.c.created_at,
+                table.c.model_name,
+                table.c.model_version,
+                table.c.request_id,
+                table.c.latency_ms,
+                table.c.response,
+            )
+            .where(table.c.user_id == user_id)
+            .order_by(table.c.created_at.desc(), table.c.id.desc())
+            .limit(STORED_PREDICTIONS)
+        )
+        with self.predictions.engine.connect() as conn:
+            found = conn.execute(query).mappings().all()
+        return [schemas.StoredPrediction.model_validate(dict(r)) for r in found]
+
+    async def _view(self, request: Request, key: str, body: BaseModel, predict: Predictor) -> Any:
+        """A model's response inside a view (logged like a prediction route)."""
+        prediction = await self.predict(key, body, predict, request.state.request_id)
+        return prediction.response
+
+
+def _principal(scope: Any) -> Principal:
+    principal = scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):  # the gateway authenticates every /api route
+        raise ServingError("unauthenticated request reached a route")
+    return principal
+
+
+def _checked_user(request: Request, user_id: str) -> str:
+    """The path's user_id, if well-formed and readable by the caller."""
+    try:
+        schemas.ProgressRequest(user_id=user_id)
+    except ValueError as exc:
+        raise NotFoundError(f"user_id: no student {user_id!r}", "user_id") from exc
+    _principal(request.scope).require_user(user_id)
+    return user_id
+
+
+@views.exception_handler(ServingError)
+async def _serving_error(request: Request, exc: ServingError) -> Any:
+    return from_serving_error(exc, getattr(request.state, "request_id", None))
+
+
+PrepIQService.add_asgi_middleware(Gateway, settings=SETTINGS)  # type: ignore[attr-defined]

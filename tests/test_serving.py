@@ -1,0 +1,474 @@
+"""The serving API in-process (`Service.to_asgi()` with Starlette's TestClient), on the
+four models of one small real training run imported into the BentoML store as promotion
+does: every route's happy path, authentication and authorisation, the rate limit, bad
+input answered 4xx naming the field in the one error shape, and the prediction log."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pandas as pd
+import pytest
+import yaml
+from sqlalchemy import Engine, select
+from starlette.testclient import TestClient
+
+from core.config import PROJECT_ROOT, get_settings
+from features.focus import FEATURE_COLUMNS
+from features.schema import ModelPrediction
+from tests.conftest import END_DATE, SMALL_DATA_PARAMS
+
+SECRET = "test-secret-" + "x" * 32
+SERVICE_KEY = "service-key-for-tests"
+ADMIN_KEY = "admin-key-for-tests"
+RATE_LIMIT = 60  # per minute and caller
+MAX_BODY = 512 * 1024
+AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
+ERROR_FIELDS = {"error", "code", "field", "request_id"}
+
+
+@pytest.fixture(scope="session")
+def served_models(
+    seeded_sqlite: tuple[Engine, Path],
+    prefect_harness: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """Train all four models once (one trial each) on the small seeded source and import
+    each into the BentoML store as `prepiq-<key>`, labelled as promotion labels them;
+    returns the source URL."""
+    import bentoml
+    from mlflow import MlflowClient
+
+    from pipelines.train import MODELS, train_flow
+
+    engine, _ = seeded_sqlite
+    url = engine.url.render_as_string(hide_password=False)
+    folder = tmp_path_factory.mktemp("serving")
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for section, values in SMALL_DATA_PARAMS.items():
+        params[section].update(values)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PREPIQ_PARAMS_FILE", str(folder / "params.yaml"))
+        get_settings.cache_clear()
+        train_flow(trials=1, source_url=url, data_dir=folder / "data", as_of=AS_OF)
+    get_settings.cache_clear()
+    client = MlflowClient()
+    for spec in MODELS.values():
+        version = client.get_model_version_by_alias(spec.name, "challenger")
+        bentoml.mlflow.import_model(
+            f"prepiq-{spec.key}",
+            model_uri=f"models:/{spec.name}@challenger",
+            labels={
+                "mlflow_name": spec.name,
+                "mlflow_version": str(version.version),
+                "run_id": str(version.run_id),
+            },
+        )
+    yield url
+
+
+@pytest.fixture(scope="session")
+def service(served_models: str) -> Iterator[Any]:
+    """The service class, configured for the tests (settings are read at import)."""
+    env = {
+        "PREPIQ_SOURCE_URL": served_models,
+        "SUPABASE_JWT_SECRET": SECRET,
+        "PREPIQ_SERVING_API_KEYS": SERVICE_KEY,
+        "PREPIQ_SERVING_ADMIN_API_KEYS": ADMIN_KEY,
+        "PREPIQ_SERVING_RATE_LIMIT": f"{RATE_LIMIT}/minute",
+        "PREPIQ_SERVING_MAX_BODY_BYTES": str(MAX_BODY),
+        # Only a full batch or the shutdown writes the log: the log test sees the latter.
+        "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    from serving.service import PrepIQService
+
+    yield PrepIQService
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def client(service: Any) -> Iterator[TestClient]:
+    with TestClient(service.to_asgi()) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def student(served_models: str) -> str:
+    from core.database import get_engine
+
+    users = pd.read_sql("SELECT id FROM users ORDER BY id", get_engine(served_models))
+    return str(users["id"].iloc[0])
+
+
+def token(user_id: str, *, expires_in: float = 3600, secret: str = SECRET, **claims: Any) -> str:
+    payload = {
+        "sub": user_id,
+        "aud": "authenticated",
+        "role": "authenticated",
+        "exp": datetime.now(UTC) + timedelta(seconds=expires_in),
+        **claims,
+    }
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def as_user(user_id: str, **claims: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(user_id, **claims)}"}
+
+
+def as_service() -> dict[str, str]:
+    return {"X-API-Key": SERVICE_KEY}
+
+
+def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == ERROR_FIELDS, body
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert "Traceback" not in response.text
+    if field is not None:
+        assert body["field"] == field, body
+        assert field in body["error"], body
+    return dict(body)
+
+
+# -- happy paths -------------------------------------------------------------------------
+
+
+def test_every_route_answers_for_the_student_with_their_own_token(
+    client: TestClient, student: str
+) -> None:
+    me = as_user(student)
+    progress = client.post("/api/v1/ml/predict/progress", json={"user_id": student}, headers=me)
+    assert progress.status_code == 200, progress.text
+    forecast = progress.json()
+    assert [f["horizon_days"] for f in forecast["forecasts"]] == [30, 60]  # small params
+    for f in forecast["forecasts"]:
+        assert f["low_percent"] <= f["completion_percent"] <= f["high_percent"] <= 100
+        assert f["completion_percent"] >= forecast["completion_now"]
+    assert forecast["model"]["name"] == "prepiq-progress-forecaster"
+
+    focus = client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=me)
+    assert focus.status_code == 200, focus.text
+    areas = focus.json()["focus_areas"]
+    assert areas and [a["priority"] for a in areas] == sorted(a["priority"] for a in areas)
+    assert all(0 <= a["weak_probability"] <= 1 and a["topic_name"] for a in areas)
+
+    recommended = client.post(
+        "/api/v1/ml/recommend/topics", json={"user_id": student, "top_k": 3}, headers=me
+    )
+    assert recommended.status_code == 200, recommended.text
+    topics = recommended.json()["recommendations"]
+    assert 0 < len(topics) <= 3 and [t["rank"] for t in topics] == list(range(1, len(topics) + 1))
+    assert all(t["reason"] for t in topics)
+
+    subject = topics[0]["subject_id"]
+    ranked = client.post(
+        "/api/v1/ml/rank/questions", json={"subject_id": subject, "top_k": 20}, headers=me
+    )
+    assert ranked.status_code == 200, ranked.text
+    questions = ranked.json()["questions"]
+    assert len(questions) == 20 and [q["rank"] for q in questions] == list(range(1, 21))
+    assert [q["score"] for q in questions] == sorted((q["score"] for q in questions), reverse=True)
+
+    for view in ("dashboard", "progress", "recommendations", "predictions"):
+        answer = client.get(f"/api/v1/users/{student}/{view}", headers=me)
+        assert answer.status_code == 200, (view, answer.text)
+        assert answer.json()["user_id"] == student
+    dashboard = client.get(f"/api/v1/users/{student}/dashboard", headers=me).json()
+    assert dashboard["progress"]["forecasts"] and len(dashboard["recommendations"]) <= 5
+    history = client.get(f"/api/v1/users/{student}/progress", headers=me).json()["history"]
+    assert history == sorted(history, key=lambda r: r["recorded_on"])
+
+
+def test_ranking_given_texts_keeps_a_known_questions_history(
+    client: TestClient, student: str
+) -> None:
+    subject_questions = client.post(
+        "/api/v1/ml/rank/questions", json={"subject_id": 1, "top_k": 1}, headers=as_service()
+    ).json()["questions"]
+    known = subject_questions[0]
+    body = {
+        "subject_id": 1,
+        "questions": [
+            {"text": known["text"], "topic_id": known["topic_id"]},  # a past question
+            {"text": "A question never set before about nothing", "topic_id": known["topic_id"]},
+        ],
+    }
+    answer = client.post("/api/v1/ml/rank/questions", json=body, headers=as_service())
+    assert answer.status_code == 200, answer.text
+    ranked = {q["text"]: q for q in answer.json()["questions"]}
+    again = ranked[known["text"]]
+    assert again["question_id"] == known["question_id"]
+    assert again["repeat_probability"] == pytest.approx(known["repeat_probability"], rel=1e-6)
+    new = ranked["A question never set before about nothing"]
+    assert new["question_id"] is None and new["rank"] == 2
+
+
+def test_focus_areas_from_sent_inputs_match_those_built_from_the_source(
+    client: TestClient, student: str, served_models: str
+) -> None:
+    from core.database import get_engine
+    from serving.online_features import OnlineFeatures
+
+    built = OnlineFeatures(get_engine(served_models), 600).focus_inputs(student)
+    topics = built[["topic_id", *FEATURE_COLUMNS]].to_dict("records")
+    sent = client.post(
+        "/api/v1/ml/predict/focus-areas", json={"topics": topics}, headers=as_service()
+    )
+    by_id = client.post(
+        "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+    )
+    assert sent.status_code == by_id.status_code == 200, sent.text
+    assert sent.json()["focus_areas"] == by_id.json()["focus_areas"]
+    assert sent.json()["user_id"] is None
+
+
+def test_models_status_reports_each_model_and_its_traffic(client: TestClient, student: str) -> None:
+    client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service())
+    assert client.get("/readyz").status_code == 200
+    status = client.get("/api/v1/ml/models/status", headers=as_service())
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["ready"] is True
+    models = {m["key"]: m for m in body["models"]}
+    assert set(models) == {
+        "progress-forecaster",
+        "topic-recommender",
+        "focus-area",
+        "question-ranker",
+    }
+    focus = models["focus-area"]
+    assert focus["version"] == "1" and focus["run_id"] and "challenger" in focus["aliases"]
+    assert focus["data_version"] and focus["main_metric"] == "f1"
+    assert focus["main_metric_value"] is not None and focus["trained_at"]
+    assert focus["requests"] >= 1 and focus["latency_ms"]["p50"] > 0
+
+
+def test_request_id_is_echoed_and_docs_list_every_route(client: TestClient) -> None:
+    answer = client.get(
+        "/api/v1/ml/models/status", headers={**as_service(), "X-Request-ID": "abc-1"}
+    )
+    assert answer.headers["x-request-id"] == "abc-1"
+    paths = set(client.get("/docs.json").json()["paths"])
+    assert {
+        "/api/v1/ml/predict/progress",
+        "/api/v1/ml/predict/focus-areas",
+        "/api/v1/ml/recommend/topics",
+        "/api/v1/ml/rank/questions",
+        "/api/v1/ml/models/status",
+        "/api/v1/users/{user_id}/dashboard",
+        "/api/v1/users/{user_id}/predictions",
+    } <= paths
+
+
+# -- authentication and authorisation ------------------------------------------------------
+
+
+def test_requests_without_valid_credentials_get_401(client: TestClient, student: str) -> None:
+    route, body = "/api/v1/ml/predict/progress", {"user_id": student}
+    assert_error(client.post(route, json=body), 401)
+    assert_error(client.get(f"/api/v1/users/{student}/dashboard"), 401)
+    expired = {"Authorization": f"Bearer {token(student, expires_in=-60)}"}
+    assert "expired" in assert_error(client.post(route, json=body, headers=expired), 401)["error"]
+    forged = {"Authorization": f"Bearer {token(student, secret='another-secret' * 3)}"}
+    assert_error(client.post(route, json=body, headers=forged), 401)
+    wrong_audience = as_user(student, aud="anon")
+    assert_error(client.post(route, json=body, headers=wrong_audience), 401)
+    assert_error(client.post(route, json=body, headers={"Authorization": "Basic abc"}), 401)
+    assert_error(client.post(route, json=body, headers={"X-API-Key": "guess"}), 401)
+    # Health, readiness and metrics stay open.
+    assert client.get("/readyz").status_code == 200
+    assert client.get("/livez").status_code == 200
+
+
+def test_a_student_reads_only_their_own_rows(client: TestClient, student: str) -> None:
+    other = as_user(str(uuid.uuid4()))
+    answer = client.post("/api/v1/ml/predict/progress", json={"user_id": student}, headers=other)
+    assert_error(answer, 403, field="user_id")
+    assert_error(client.get(f"/api/v1/users/{student}/predictions", headers=other), 403, "user_id")
+    # Services and admins read anyone's.
+    admin = as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
+    for headers in (as_service(), admin):
+        answer = client.post(
+            "/api/v1/ml/predict/progress", json={"user_id": student}, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+
+
+def test_reload_is_for_admins_only(client: TestClient, student: str) -> None:
+    assert_error(client.post("/api/v1/ml/models/reload", headers=as_user(student)), 403)
+    assert_error(client.post("/api/v1/ml/models/reload", headers=as_service()), 403)
+    answer = client.post("/api/v1/ml/models/reload", headers={"X-API-Key": ADMIN_KEY})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"reloaded": {}}  # the store has nothing newer
+
+
+def test_a_caller_over_the_rate_limit_gets_429_with_retry_after(client: TestClient) -> None:
+    caller = as_user(str(uuid.uuid4()))
+    codes = [
+        client.get("/api/v1/ml/models/status", headers=caller).status_code
+        for _ in range(RATE_LIMIT)
+    ]
+    assert codes == [200] * RATE_LIMIT
+    limited = client.get("/api/v1/ml/models/status", headers=caller)
+    assert_error(limited, 429)
+    assert 1 <= int(limited.headers["retry-after"]) <= 60
+    # Another caller is not affected.
+    assert client.get("/api/v1/ml/models/status", headers=as_service()).status_code == 200
+
+
+# -- bad input ---------------------------------------------------------------------------
+
+
+def focus_row(**changes: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {column: 0.5 for column in FEATURE_COLUMNS}
+    row.update(topic_id=1, mean_difficulty=3.0, attempts=10.0, **changes)
+    return row
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "status", "field"),
+    [
+        ("/api/v1/ml/predict/progress", {}, 400, "user_id"),
+        ("/api/v1/ml/predict/progress", {"user_id": 42}, 400, "user_id"),
+        ("/api/v1/ml/predict/progress", {"user_id": "no-such-student"}, 404, "user_id"),
+        ("/api/v1/ml/predict/progress", {"user_id": "x", "extra": 1}, 400, "extra"),
+        ("/api/v1/ml/recommend/topics", {"user_id": "x", "top_k": 0}, 400, "top_k"),
+        ("/api/v1/ml/rank/questions", {"subject_id": 999}, 404, "subject_id"),
+        ("/api/v1/ml/rank/questions", {"subject_id": "one"}, 400, "subject_id"),
+        ("/api/v1/ml/rank/questions", {"subject_id": 1, "questions": []}, 400, "questions"),
+        (
+            "/api/v1/ml/rank/questions",
+            {"subject_id": 1, "questions": [{"text": "Define a vector.", "topic_id": 9999}]},
+            400,
+            "questions.0.topic_id",
+        ),
+        ("/api/v1/ml/predict/focus-areas", {"topics": []}, 400, "topics"),
+        ("/api/v1/ml/predict/focus-areas", {"topics": [focus_row()] * 501}, 400, "topics"),
+        (
+            "/api/v1/ml/predict/focus-areas",
+            {"topics": [focus_row(accuracy=1.5)]},
+            400,
+            "topics.0.accuracy",
+        ),
+        (
+            "/api/v1/ml/predict/focus-areas",
+            {"topics": [focus_row(), focus_row()]},
+            400,
+            "topics.1.topic_id",
+        ),
+    ],
+)
+def test_bad_input_gets_4xx_naming_the_field(
+    client: TestClient, route: str, body: dict[str, Any], status: int, field: str
+) -> None:
+    assert_error(client.post(route, json=body, headers=as_service()), status, field)
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_non_finite_numbers_are_refused(client: TestClient, number: float) -> None:
+    body = json.dumps({"topics": [focus_row(seconds_per_mark=number)]})  # NaN, Infinity
+    answer = client.post(
+        "/api/v1/ml/predict/focus-areas",
+        content=body,
+        headers={**as_service(), "Content-Type": "application/json"},
+    )
+    assert_error(answer, 400, "topics.0.seconds_per_mark")
+
+
+def test_malformed_oversized_and_misrouted_requests(client: TestClient) -> None:
+    json_headers = {**as_service(), "Content-Type": "application/json"}
+    assert_error(
+        client.post("/api/v1/ml/predict/progress", content=b'{"user_id": ', headers=json_headers),
+        400,
+    )
+    big = b'{"user_id": "' + b"a" * MAX_BODY + b'"}'
+    assert_error(client.post("/api/v1/ml/predict/progress", content=big, headers=json_headers), 413)
+    assert_error(client.get("/api/v1/ml/no-such-route", headers=as_service()), 404)
+    assert_error(
+        client.get("/api/v1/users/not%20an%20id/dashboard", headers=as_service()), 404, "user_id"
+    )
+    assert_error(client.get("/api/v1/ml/predict/progress", headers=as_service()), 405)
+
+
+def test_topic_stats_schema_is_the_focus_builders_columns() -> None:
+    from serving.schemas import TopicTestStats
+
+    assert list(TopicTestStats.model_fields) == ["topic_id", *FEATURE_COLUMNS]
+
+
+# -- prediction log ----------------------------------------------------------------------
+
+
+def test_every_prediction_is_logged_without_waiting_for_the_database(
+    client: TestClient, student: str, served_models: str
+) -> None:
+    from _bentoml_sdk.service import get_current_service
+
+    from core.database import get_engine
+
+    requests = 25
+    ids = [f"log-test-{i}" for i in range(requests)]
+    for request_id in ids:
+        answer = client.post(
+            "/api/v1/ml/predict/focus-areas",
+            json={"user_id": student},
+            headers={**as_service(), "X-Request-ID": request_id},
+        )
+        assert answer.status_code == 200, answer.text
+    table = ModelPrediction.__table__
+    query = select(table).where(table.c.request_id.in_(ids))
+    engine = get_engine(served_models)
+    with engine.connect() as conn:
+        assert conn.execute(query).all() == []  # buffered: no request waited for a write
+    # What the shutdown hook runs: stop the writer, write what is left.
+    get_current_service().flush_prediction_log()
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    assert sorted(r["request_id"] for r in rows) == sorted(ids)
+    row = rows[0]
+    assert row["model_name"] == "prepiq-focus-area" and row["model_version"] == "1"
+    assert row["user_id"] == student and len(row["inputs_digest"]) == 64
+    assert row["request"] == {"user_id": student, "topics": None}
+    assert row["response"]["focus_areas"] and row["latency_ms"] > 0
+
+
+def test_the_prediction_log_keeps_rows_while_the_database_is_down(tmp_path: Path) -> None:
+    from core.database import get_engine
+    from serving.prediction_log import PredictionLog
+    from tests.conftest import migrated_engine
+
+    broken = get_engine(f"sqlite:///{tmp_path / 'missing' / 'no-tables.db'}")
+    log = PredictionLog(broken, batch_size=1000, flush_seconds=3600)
+    for i in range(5):
+        log.record(
+            model_name="prepiq-focus-area",
+            model_version="1",
+            user_id=None,
+            request_id=f"r{i}",
+            inputs_digest="0" * 64,
+            request={},
+            response={},
+            latency_ms=1.0,
+        )
+    assert log.flush() == 0 and log.pending == 5  # no table: kept for the next attempt
+    log.engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
+    log.close()
+    assert log.pending == 0 and log.written == 5
