@@ -35,9 +35,9 @@ def main() -> None:
 
         from core.config import get_settings, load_params
         from features.snapshot import read_manifest
-        from pipelines.train import MODELS
         from training import tracking
         from training.model_spec import TrainingContext
+        from training.models import MODELS
         from training.runs import load_frames
         from training.tuning import tune
 

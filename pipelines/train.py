@@ -20,20 +20,9 @@ from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
-from training import focus_area, progress_forecaster, question_ranker, topic_recommender
-from training.model_spec import ModelSpec, TrainingContext
+from training.model_spec import TrainingContext
+from training.models import MODELS
 from training.runs import train_and_log
-
-# CLI name -> model. The order is the order they train in.
-MODELS: dict[str, ModelSpec] = {
-    spec.key: spec
-    for spec in (
-        progress_forecaster.SPEC,
-        topic_recommender.SPEC,
-        focus_area.SPEC,
-        question_ranker.SPEC,
-    )
-}
 
 
 @task(name="build-features")

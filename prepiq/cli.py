@@ -265,7 +265,8 @@ def train(
 ) -> None:
     """Ingest through the data gate, build features, tune, evaluate and register the models."""
     from core.exceptions import ConfigError
-    from pipelines.train import MODELS, train_flow
+    from pipelines.train import train_flow
+    from training.models import MODELS
 
     unknown = sorted(set(models or []) - set(MODELS))
     if unknown:
@@ -302,7 +303,7 @@ ModelOption = Annotated[
 def _model_keys(model: str) -> list[str]:
     """The models a `--model NAME|all` option names, in training order."""
     from core.exceptions import ConfigError
-    from pipelines.train import MODELS
+    from training.models import MODELS
 
     if model != "all" and model not in MODELS:
         raise ConfigError(f"--model: unknown model {model} (known: all, {', '.join(MODELS)})")
@@ -342,7 +343,7 @@ def evaluate(
 ) -> None:
     """Score a registered model on the current snapshot's hold-out next to its baselines;
     the report goes to data/evaluation/MODEL/."""
-    from pipelines.train import MODELS
+    from training.models import MODELS
     from training.runs import evaluate_registered
 
     keys = _model_keys(model)
@@ -369,9 +370,9 @@ def promote(
     """Judge each challenger against its champion on the frozen hold-out and promote it if
     it passes. Exit 0: promoted; 3: champion kept (normal); 2: an error. The report is
     printed and saved to data/promotion/MODEL.{json,md}."""
-    from pipelines.train import MODELS
     from registry.promotion import KEPT
     from registry.promotion import promote as run_promotion
+    from training.models import MODELS
 
     keys = _model_keys(model)
     ctx = _snapshot_context()
@@ -408,8 +409,8 @@ def rollback(
     model: Annotated[str, typer.Option("--model", help="The model to roll back.")],
 ) -> None:
     """Make the `previous` version champion again (audited)."""
-    from pipelines.train import MODELS
     from registry.promotion import rollback as run_rollback
+    from training.models import MODELS
 
     result = run_rollback(MODELS[_one_model(model)], _snapshot_context())
     typer.echo(
@@ -429,9 +430,9 @@ def status(
     version, promoted at (or, with --history MODEL, that model's audit trail)."""
     from mlflow import MlflowClient
 
-    from pipelines.train import MODELS
     from registry import audit
     from training import tracking
+    from training.models import MODELS
 
     uri = tracking.configure()
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -479,8 +480,8 @@ def _opt(version: str | None) -> str:
 def holdout_freeze(model: ModelOption = "all") -> None:
     """Freeze each model's hold-out from the current snapshot into data/holdout (then
     `dvc commit holdout` records the new version)."""
-    from pipelines.train import MODELS
     from registry import holdout
+    from training.models import MODELS
 
     keys = _model_keys(model)
     ctx = _snapshot_context()

@@ -14,21 +14,13 @@ import pandas as pd
 import torch
 
 from core.logging import get_logger
-from training import focus_area, progress_forecaster, question_ranker, topic_recommender
 from training.model_spec import ModelSpec
+from training.models import MODELS
 
 log = get_logger("prepiq.serving.models")
 
 # Models in the order the service reports them; the keys are the store names' suffixes.
-SPECS: dict[str, ModelSpec] = {
-    spec.key: spec
-    for spec in (
-        progress_forecaster.SPEC,
-        topic_recommender.SPEC,
-        focus_area.SPEC,
-        question_ranker.SPEC,
-    )
-}
+SPECS: dict[str, ModelSpec] = MODELS
 # Each request's model work is small; torch's default of one thread per core would make
 # the forecaster's threads fight the other requests' threads on a 2-core machine.
 TORCH_THREADS = 1

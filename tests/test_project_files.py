@@ -44,7 +44,7 @@ def test_dvc_train_stage_depends_on_the_snapshot() -> None:
 
 
 def test_every_model_has_a_dvc_train_stage_on_files_that_exist() -> None:
-    from pipelines.train import MODELS
+    from training.models import MODELS
 
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     for key in MODELS:

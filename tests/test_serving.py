@@ -47,7 +47,8 @@ def served_models(
     import bentoml
     from mlflow import MlflowClient
 
-    from pipelines.train import MODELS, train_flow
+    from pipelines.train import train_flow
+    from training.models import MODELS
 
     engine, _ = seeded_sqlite
     url = engine.url.render_as_string(hide_password=False)

@@ -19,10 +19,11 @@ from core.config import get_settings
 from core.exceptions import DataValidationError
 from features.focus import FEATURE_COLUMNS
 from features.versioning import dvc_hash
-from pipelines.train import MODELS, train_flow
+from pipelines.train import train_flow
 from prepiq.cli import main
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
+from training.models import MODELS
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "small_data_params")
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 0, tzinfo=UTC)
