@@ -32,6 +32,11 @@ similar completion level.
 Tuning: Optuna over time-ordered cross-validation grouped by student (fit on the other
 folds' earlier origins, validate on the fold's latest origins), pruned epoch by epoch
 through Lightning.
+
+The promotion gate (`registry.gate`) compares hold-out slices (first enrolled subject,
+new vs long-standing, low vs high recent study; `slice_table`), runs the issue's
+behavioural test on the hold-out students (more study, rebuilt from edited
+`study_activity` rows, must raise the forecast) and times single-student requests.
 """
 
 from __future__ import annotations
@@ -53,9 +58,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from core.config import params_section
-from core.exceptions import ConfigError
-from features.frames import SourceFrames
+from core.exceptions import ConfigError, HoldoutError
+from features.frames import SourceFrames, from_snapshot
 from features.progress import SEQUENCE_COLUMNS, STATIC_COLUMNS, daily_sequences
+from features.progress import TABLES as PROGRESS_TABLES
 from training.metrics import forecast_errors
 from training.model_spec import Outcome, TrainingContext
 from training.splits import first_origin, group_folds, student_split, training_origins
@@ -239,6 +245,7 @@ class ForecastData:
     holdout_origin: datetime
     backtest: dict[str, Examples]
     latest: Examples
+    holdout_slices: pd.DataFrame | None = None  # `slice_table` of the hold-out students
 
 
 def make_dataset(
@@ -261,12 +268,52 @@ def make_dataset(
         for moment in sorted(as_of - timedelta(days=d) for d in p.backtest_days_before_as_of)
         if moment >= first_origin(frames, p.first_origin_days)
     }
+    holdout = examples_at(holdout_frames, holdout_origin, p, limit)
     return ForecastData(
         train=train,
-        holdout=examples_at(holdout_frames, holdout_origin, p, limit),
+        holdout=holdout,
         holdout_origin=holdout_origin,
         backtest=backtest,
         latest=inputs_at(holdout_frames, as_of, p),
+        holdout_slices=slice_table(holdout_frames, holdout_origin, holdout.user_id),
+    )
+
+
+# Hold-out columns the promotion gate slices by (never model inputs).
+SLICE_COLUMNS = ("subject", "days_since_joined", "study_minutes_last_30d")
+RECENT_ACTIVITY_DAYS = 30
+
+
+def slice_table(frames: SourceFrames, origin: datetime, users: np.ndarray) -> pd.DataFrame:
+    """What the promotion gate slices the hold-out students by, one row per student of
+    `users` (in that order): the subject the student enrolled in first (earliest
+    `user_subjects.enrolled_at` up to `origin`, ties by subject id; NaN without one), days
+    since joining at `origin`, and study minutes over the `RECENT_ACTIVITY_DAYS` days
+    ending on the origin day."""
+    moment = pd.Timestamp(origin)
+    enrolled = frames["user_subjects"]
+    enrolled = enrolled[enrolled["enrolled_at"] <= moment].sort_values(
+        ["user_id", "enrolled_at", "subject_id"]
+    )
+    first_subject = enrolled.groupby("user_id")["subject_id"].first()
+    joined = frames["users"].set_index("id")["created_at"]
+    activity = frames["study_activity"]
+    day = origin.date()
+    recent = activity[
+        (activity["activity_date"] > day - timedelta(days=RECENT_ACTIVITY_DAYS))
+        & (activity["activity_date"] <= day)
+    ]
+    minutes = recent.groupby("user_id")["study_minutes"].sum()
+    index = pd.Index(users, name="user_id")
+    return pd.DataFrame(
+        {
+            "subject": first_subject.reindex(index).to_numpy(dtype=float),
+            "days_since_joined": (
+                (moment - joined.reindex(index)).dt.total_seconds() / 86400
+            ).to_numpy(dtype=float),
+            "study_minutes_last_30d": minutes.reindex(index).fillna(0.0).to_numpy(dtype=float),
+        },
+        index=index,
     )
 
 
@@ -522,6 +569,8 @@ def fit(
         len(p.quantiles),
     )
     module = ForecastModule(net, p, hyper.learning_rate)
+    # Lightning's notices (no GPU, few loader workers) are noise for a CPU-only fit.
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_epochs=hyper.epochs,
@@ -535,8 +584,6 @@ def fit(
     scored = None
     if validation is not None:
         scored = _loader(scaler, validation, p, len(validation), seed, train=False)
-    # Lightning's notices (no GPU, few loader workers) are noise for a CPU-only fit.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="lightning")
         trainer.fit(module, _loader(scaler, examples, p, p.batch_size, seed, train=True), scored)
@@ -665,6 +712,19 @@ def horizon_errors(
     return metrics
 
 
+def model_errors(
+    quantiles: np.ndarray, truth: np.ndarray, p: ProgressForecasterParams
+) -> dict[str, float]:
+    """The model's metrics against `truth` [n, horizons]: its median's MAE, with the
+    coverage and width of its interval (the outer quantiles)."""
+    return horizon_errors(
+        truth,
+        quantiles[:, :, p.median],
+        p.horizons_days,
+        (quantiles[:, :, 0], quantiles[:, :, -1]),
+    )
+
+
 def score(
     quantiles: np.ndarray,
     cohort: CohortGrowth,
@@ -674,14 +734,7 @@ def score(
 ) -> dict[str, dict[str, float]]:
     """Metrics of the model (its median, with its interval) and of each baseline against
     `truth` [n, horizons]."""
-    report = {
-        "model": horizon_errors(
-            truth,
-            quantiles[:, :, p.median],
-            p.horizons_days,
-            (quantiles[:, :, 0], quantiles[:, :, -1]),
-        )
-    }
+    report = {"model": model_errors(quantiles, truth, p)}
     for name, point in baseline_forecasts(cohort, examples, p).items():
         report[name] = horizon_errors(truth, point, p.horizons_days)
     return report
@@ -747,6 +800,32 @@ def time_ordered_folds(
     for fit_rows, score_rows in group_folds(train.user_id, p.cv_folds, seed):
         folds.append((fit_rows[early[fit_rows]], score_rows[late[score_rows]]))
     return folds
+
+
+# The behavioural probe (`ProgressForecasterSpec.behaviour_checks`).
+MORE_STUDY_FACTOR = 1.5  # minutes of every active day of the window times this
+RISE_POINTS = 0.01  # a median higher by more than this has risen (percentage points)
+FALL_TOLERANCE_POINTS = 0.5  # the shape is learnt: a dip this small is tolerated
+MAX_FALL_SHARE = 0.05  # of the probed students, at most this share may fall by more
+
+
+def with_more_study(
+    frames: SourceFrames, origin: datetime, window_days: int, factor: float = MORE_STUDY_FACTOR
+) -> SourceFrames:
+    """The frames with more study in the `window_days` days ending on the origin day:
+    `study_activity` rows with minutes get `factor` times the minutes and one more login
+    (the counterfactual of the behavioural checks; other days and tables as they were)."""
+    activity = frames["study_activity"].copy()
+    day = origin.date()
+    more = (
+        (activity["activity_date"] > day - timedelta(days=window_days))
+        & (activity["activity_date"] <= day)
+        & (activity["study_minutes"] > 0)
+    )
+    activity["study_minutes"] = activity["study_minutes"].astype(float)
+    activity.loc[more, "study_minutes"] *= factor
+    activity.loc[more, "logins"] = activity.loc[more, "logins"] + 1
+    return SourceFrames(frames.tables | {"study_activity": activity})
 
 
 class ProgressForecasterSpec:
@@ -852,6 +931,118 @@ class ProgressForecasterSpec:
                 columns,
             )
         return report, markdown
+
+    def slice_reports(
+        self,
+        ctx: TrainingContext,
+        data: ForecastData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, dict[str, float]]:
+        """Hold-out metrics per slice the promotion gate compares (each with `n`): new vs
+        long-standing students (joined under `promotion.new_student_days` before the
+        origin vs at least), low vs high recent activity (study minutes over the 30 days
+        up to the origin below vs at least the hold-out students' median), and subject.
+
+        A completion forecast is per student over all the student's enrolled subjects
+        (`user_progress` is one number for the whole syllabus), so there is no subject
+        per example; a student is put in the slice of the subject first enrolled in
+        (`slice_table`), the syllabus that has been under way longest. That still
+        catches a challenger that gets worse for, say, the students who started with
+        Biology; students of several subjects count once, under their first."""
+        slices = getattr(data, "holdout_slices", None)
+        if slices is None or not set(SLICE_COLUMNS) <= set(slices.columns):
+            raise HoldoutError(
+                f"{NAME}: the frozen hold-out lacks the slice columns {list(SLICE_COLUMNS)}; "
+                f"re-freeze it with `prepiq holdout freeze --model {self.key}`"
+            )
+        p = ProgressForecasterParams.from_params(ctx.params)
+        holdout = data.holdout
+        quantiles = forecast_quantiles(predict, holdout, p)
+        per_student = slices.reindex(holdout.user_id)
+        new_days = float(ctx.params.get("promotion", {}).get("new_student_days", 60))
+        joined = per_student["days_since_joined"].to_numpy(dtype=float)
+        activity = per_student["study_minutes_last_30d"].to_numpy(dtype=float)
+        median = float(np.median(activity))
+        subject = per_student["subject"].to_numpy(dtype=float)
+        masks = {
+            f"subject {int(name)}": subject == name
+            for name in sorted(np.unique(subject[~np.isnan(subject)]))
+        }
+        masks |= {
+            "new students": joined < new_days,
+            "long-standing students": joined >= new_days,
+            "low recent activity": activity < median,
+            "high recent activity": activity >= median,
+        }
+        return {
+            name: model_errors(quantiles[rows], holdout.target[rows], p)
+            for name, rows in masks.items()
+            if rows.any()
+        }
+
+    def behaviour_checks(
+        self,
+        ctx: TrainingContext,
+        data: ForecastData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, tuple[bool, str]]:
+        """The behavioural test of the training issue, "more study raises the forecast",
+        on the hold-out students at the hold-out origin: every active day of the input
+        window gets `MORE_STUDY_FACTOR` times the minutes and one more login, in the
+        snapshot's `study_activity` rows; both inputs are rebuilt by
+        `features.progress.daily_sequences` (the builder serving uses), so streaks, tests
+        and completion stay as they were. Judged on the median at the longest horizon, for
+        the students who studied in the window and whose median is below 100 (room to
+        rise): it rises (by over `RISE_POINTS`) for most of them, and falls (by over
+        `FALL_TOLERANCE_POINTS`) for at most `MAX_FALL_SHARE` of them."""
+        p = ProgressForecasterParams.from_params(ctx.params)
+        origin = data.holdout_origin
+        frames = from_snapshot(ctx.snapshot_dir, PROGRESS_TABLES).for_users(
+            data.holdout.user_id.tolist()
+        )
+        column = output_column(0.5, max(p.horizons_days))
+        base_rows = daily_sequences(frames, origin, p.window_days)
+        more_rows = daily_sequences(
+            with_more_study(frames, origin, p.window_days), origin, p.window_days
+        )
+        base = predict(base_rows).set_index("user_id")[column]
+        raised = predict(more_rows).set_index("user_id")[column].reindex(base.index)
+        studied = base_rows.groupby("user_id")["study_minutes"].sum().reindex(base.index) > 0
+        probed = (studied & (base < 100.0 - RISE_POINTS)).to_numpy()
+        change = (raised - base).to_numpy(dtype=float)[probed]
+        name_rise = "more study raises the forecast"
+        name_fall = "more study does not lower the forecast"
+        if not len(change):
+            why = "no hold-out student studied in the window with a forecast below 100"
+            return {name_rise: (False, why), name_fall: (False, why)}
+        rise_share = float((change > RISE_POINTS).mean())
+        fall_share = float((change < -FALL_TOLERANCE_POINTS).mean())
+        where = (
+            f"of {len(change)} hold-out students, the +{max(p.horizons_days)} d median with "
+            f"{MORE_STUDY_FACTOR:g}x minutes and one more login per active day"
+        )
+        return {
+            name_rise: (
+                rise_share > 0.5,
+                f"rises for {rise_share:.0%} {where} (mean change "
+                f"{float(change.mean()):+.2f} points; needs over 50%)",
+            ),
+            name_fall: (
+                fall_share <= MAX_FALL_SHARE,
+                f"falls by over {FALL_TOLERANCE_POINTS:g} points for {fall_share:.0%} {where} "
+                f"(lowest change {float(change.min()):+.2f}; at most {MAX_FALL_SHARE:.0%} "
+                "allowed)",
+            ),
+        }
+
+    def request_samples(self, data: ForecastData, count: int) -> list[pd.DataFrame]:
+        """Single-student requests as serving sends them: each of `count` hold-out
+        students' `daily_sequences` rows at the hold-out origin (the gate times `predict`
+        on them)."""
+        rows = data.holdout.rows
+        assert rows is not None, "hold-out examples without their builder rows"
+        students = sorted(set(data.holdout.user_id.tolist()))[:count]
+        return [rows[rows["user_id"] == s].reset_index(drop=True) for s in students]
 
     def finish(
         self,

@@ -52,7 +52,7 @@ from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
 from core.config import params_section
 from core.exceptions import ConfigError
-from features.frames import SourceFrames
+from features.frames import SourceFrames, from_snapshot
 from features.questions import (
     CANDIDATE_COLUMNS,
     NUMERIC_COLUMNS,
@@ -63,6 +63,7 @@ from features.questions import (
     normalise_text,
     past_questions,
     question_history,
+    rows_for_texts,
 )
 from features.text import ENCODER_NAME, ENCODER_PACKAGE, EmbeddingCache, load_encoder
 from training.metrics import binary_classification, precision_at_k, ranking_metrics
@@ -437,6 +438,14 @@ class MethodScores:
     topic: np.ndarray | None = None
     repeat: np.ndarray | None = None
 
+    def subset(self, rows: np.ndarray) -> MethodScores:
+        """The scores of some candidates only (a boolean mask)."""
+        return MethodScores(
+            self.score[rows],
+            None if self.topic is None else self.topic[rows],
+            None if self.repeat is None else self.repeat[rows],
+        )
+
 
 def model_scores(predicted: pd.DataFrame) -> MethodScores:
     """A model's scores from its pyfunc output."""
@@ -445,6 +454,20 @@ def model_scores(predicted: pd.DataFrame) -> MethodScores:
         predicted["probability"].to_numpy(dtype=float),
         predicted["repeat_probability"].to_numpy(dtype=float),
     )
+
+
+def predicted_scores(
+    cutoff: CutOff, predict: Callable[[pd.DataFrame], pd.DataFrame]
+) -> MethodScores:
+    """A model's scores on a cut-off's candidates, through its `predict` (on
+    `question_history` rows, as logged)."""
+    return model_scores(predict(cutoff.candidates[list(CANDIDATE_COLUMNS)]))
+
+
+def lists_of(cutoff: CutOff) -> pd.DataFrame:
+    """A labelled cut-off's candidates as the lists they are ranked in: one per subject,
+    for the paper of the following year (`year`)."""
+    return cutoff.candidates.assign(year=cutoff.year + 1)
 
 
 def baseline_scores(
@@ -494,8 +517,7 @@ def score_cutoff(
     data: RankerData, cutoff: CutOff, predict: Callable[[pd.DataFrame], pd.DataFrame]
 ) -> dict[str, MethodScores]:
     """A model (its `predict` on `question_history` rows) and the baselines on a cut-off."""
-    predicted = predict(cutoff.candidates[list(CANDIDATE_COLUMNS)])
-    return {"model": model_scores(predicted)} | baseline_scores(
+    return {"model": predicted_scores(cutoff, predict)} | baseline_scores(
         cutoff.candidates, data.reference(cutoff, RECENT_YEARS), data.embeddings
     )
 
@@ -518,8 +540,51 @@ def holdout(
         ranker = fit_ranker(data, config, data.before(cutoff.year), p.cv_folds, seed)
         model = QuestionRankerPyfunc(ranker, cutoff.questions, config.recent_years, data.embeddings)
         scored.append(score_cutoff(data, cutoff, partial(model.predict, None)))
-        frames.append(cutoff.candidates.assign(year=cutoff.year + 1))
+        frames.append(lists_of(cutoff))
     return HoldoutResult(pd.concat(frames, ignore_index=True), scored)
+
+
+def gate_holdout(data: RankerData) -> CutOff:
+    """The hold-out of a registered version (`evaluate`, the promotion gate): the last
+    labelled cut-off, graded by the last paper in the source, whose labels the logged model
+    is never fitted on. The earlier test years of the rolling hold-out are not: the logged
+    model is fitted on their labels."""
+    return data.cutoffs[-1]
+
+
+PROBE_SUBJECTS = 5  # subjects the behavioural check probes (one history rebuild for all)
+NEVER_ASKED_SUFFIX = " Then answer it again for a case that no paper has set."
+
+
+def repeated_every_year(
+    frames: SourceFrames, subjects: list[int]
+) -> tuple[SourceFrames, dict[int, pd.Series]]:
+    """The behavioural check's edited source rows: in each subject, its question set in one
+    paper only (the lowest id) is added to every other paper of the subject in `frames`
+    (copies of its row with new ids). Returns the edited frames and each probed subject's
+    repeated question (its `past_questions` row); a subject with no such question is
+    skipped."""
+    sat = past_questions(frames)
+    papers_asking = sat.groupby(["subject_id", "candidate_key"])["paper_id"].transform("nunique")
+    papers, questions = frames["past_papers"], frames["questions"]
+    next_id = int(questions["id"].max()) + 1
+    added, probes = [], {}
+    for subject in subjects:
+        once = sat[(sat["subject_id"] == subject) & (papers_asking == 1)]
+        if once.empty:
+            continue
+        question = once.sort_values("id").iloc[0]
+        others = papers.loc[
+            (papers["subject_id"] == subject) & (papers["id"] != question["paper_id"]), "id"
+        ].to_numpy()
+        copies = questions[questions["id"] == question["id"]].iloc[[0] * len(others)].copy()
+        copies["paper_id"] = others
+        copies["id"] = np.arange(next_id, next_id + len(others))
+        next_id += len(others)
+        added.append(copies)
+        probes[subject] = question
+    edited = pd.concat([questions, *added], ignore_index=True)
+    return SourceFrames(frames.tables | {"questions": edited}), probes
 
 
 def judged_by_truth(data: RankerData, truth_dir: Path | None) -> CutOff | None:
@@ -648,7 +713,7 @@ class QuestionRankerSpec:
             for step, (cutoff, topic, repeat) in enumerate(
                 rolling_predictions(data, config, tuning_cutoffs, p.cv_folds, ctx.seed)
             ):
-                frames.append(cutoff.candidates.assign(year=cutoff.year + 1))
+                frames.append(lists_of(cutoff))
                 scores.append(expected_gain(topic, repeat))
                 frame = pd.concat(frames, ignore_index=True)
                 ndcg = ranking_metrics(
@@ -672,22 +737,110 @@ class QuestionRankerSpec:
         only of a version trained before that paper was sat), and against the generator's
         held-back next paper with every paper as history."""
         p = QuestionRankerParams.from_params(ctx.params)
-        last = data.cutoffs[-1]
-        report = evaluate_lists(
-            last.candidates.assign(year=last.year + 1), [score_cutoff(data, last, predict)], p.top_k
-        )
+        last = gate_holdout(data)
+        report = evaluate_lists(lists_of(last), [score_cutoff(data, last, predict)], p.top_k)
         judged = judged_by_truth(data, ctx.truth_dir)
         if judged is not None:
             report["against_truth"] = evaluate_lists(
-                judged.candidates.assign(year=judged.year + 1),
-                [score_cutoff(data, judged, predict)],
-                p.top_k,
+                lists_of(judged), [score_cutoff(data, judged, predict)], p.top_k
             )
         title = (
             f"{NAME}: the paper of {last.year + 1} ranked from the papers up to {last.year} "
             "(out of time for a version fitted on this snapshot or an earlier one)"
         )
         return report, markdown_tables(title, report, p.top_k)
+
+    def slice_reports(
+        self,
+        ctx: TrainingContext,
+        data: RankerData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, dict[str, float]]:
+        """`ranking_report` of the model per subject ("subject <id>") on the rows `evaluate`
+        scores (`gate_holdout`: the last paper in the source, ranked from the papers before
+        it), so each slice is one subject's list; `n` is the number of candidates ranked.
+
+        Left out, as they make no sense here:
+        - the student slices (new vs long-standing, low vs high recent activity): past papers
+          are catalogue data, the same for every student; no student's rows enter the
+          candidates, the features or the labels, so there is nothing to split by student.
+        - per hold-out year: the gate scores a registered version, which is fitted on the
+          labels of every cut-off but the last (`finish`), so the earlier years of the
+          training's rolling hold-out are in its training data (a slice there would judge
+          fit, not generalisation), and the one year out of time for it is the main
+          metric itself.
+        """
+        p = QuestionRankerParams.from_params(ctx.params)
+        last = gate_holdout(data)
+        frame = lists_of(last)
+        scores = predicted_scores(last, predict)
+        slices = {}
+        for subject in sorted(frame["subject_id"].unique()):
+            rows = (frame["subject_id"] == subject).to_numpy()
+            report = evaluate_lists(frame[rows], [{"model": scores.subset(rows)}], p.top_k)
+            slices[f"subject {int(subject)}"] = report["model"] | {"n": float(rows.sum())}
+        return slices
+
+    def behaviour_checks(
+        self,
+        ctx: TrainingContext,
+        data: RankerData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, tuple[bool, str]]:
+        """The behavioural test of the training issue: a question repeated every year ranks
+        above one never asked. In each of the first `PROBE_SUBJECTS` subjects of the latest
+        history, a question set once is added to every other past paper of the snapshot's
+        source rows (`repeated_every_year`), the history is rebuilt at `as_of` by
+        `features.questions.question_history` (the builder serving uses), and the subject's
+        rows are ranked by `predict` as serving sends them, with a text never asked on the
+        same topic (its row from `features.questions.rows_for_texts`, as serving builds a
+        given text's: the topic's history, none of its own). The never-asked text is the
+        repeated one with a clause added, so the two differ in their own history, not in
+        topic, and hardly in wording. Passes when, in every probed subject, the repeated question has
+        the better rank, a higher score and a higher P(question comes back)."""
+        name = "a question repeated every year ranks above one never asked"
+        frames = from_snapshot(ctx.snapshot_dir, TABLES).as_of(ctx.as_of)
+        subjects = sorted(int(s) for s in data.latest.candidates["subject_id"].unique())
+        edited, probes = repeated_every_year(frames, subjects[:PROBE_SUBJECTS])
+        if not probes:
+            return {name: (False, "no subject has a question set in one paper only to repeat")}
+        history = question_history(edited, ctx.as_of)
+        passed, details = 0, []
+        for subject, question in probes.items():
+            rows = history[history["subject_id"] == subject].reset_index(drop=True)
+            never = rows_for_texts(
+                rows, [(str(question["text"]) + NEVER_ASKED_SUFFIX, int(question["topic_id"]))]
+            )
+            request = pd.concat([rows, never], ignore_index=True)
+            predicted = predict(request)
+            mine = int(np.flatnonzero(request["candidate_key"] == question["candidate_key"])[0])
+            repeated, new = predicted.iloc[mine], predicted.iloc[-1]
+            ok = (
+                int(repeated["rank"]) < int(new["rank"])
+                and float(repeated["score"]) > float(new["score"])
+                and float(repeated["repeat_probability"]) > float(new["repeat_probability"])
+            )
+            passed += ok
+            details.append(
+                f"subject {subject}: rank {int(repeated['rank'])} vs {int(new['rank'])} of "
+                f"{len(request)}, P(comes back) {float(repeated['repeat_probability']):.3f} vs "
+                f"{float(new['repeat_probability']):.3f}"
+            )
+        verdict = f"{passed}/{len(probes)} subjects (repeated vs never asked): "
+        return {name: (passed == len(probes), verdict + "; ".join(details))}
+
+    def request_samples(self, data: RankerData, count: int) -> list[pd.DataFrame]:
+        """Single-subject requests as serving sends them (`rank_questions`: one subject's
+        `question_history` rows, every paper as history), `count` of them cycling over the
+        subjects of the latest history."""
+        rows = data.latest.candidates[list(CANDIDATE_COLUMNS)]
+        subjects = sorted(rows["subject_id"].unique())
+        if not subjects:
+            return []
+        return [
+            rows[rows["subject_id"] == subjects[i % len(subjects)]].reset_index(drop=True)
+            for i in range(count)
+        ]
 
     def finish(
         self, ctx: TrainingContext, data: RankerData, best_params: dict[str, Any], cv_score: float
@@ -720,9 +873,7 @@ class QuestionRankerSpec:
         judged = judged_by_truth(data, ctx.truth_dir)
         if judged is not None:
             report["against_truth"] = evaluate_lists(
-                judged.candidates.assign(year=judged.year + 1),
-                [score_cutoff(data, judged, partial(model.predict, None))],
-                k,
+                lists_of(judged), [score_cutoff(data, judged, partial(model.predict, None))], k
             )
         title = f"{NAME}: rolling hold-out, the papers of {', '.join(map(str, years))}"
         markdown = markdown_tables(title, report, k)

@@ -44,8 +44,9 @@ from threadpoolctl import (  # type: ignore[import-untyped]
 )
 
 from core.config import params_section
+from core.exceptions import HoldoutError
 from features.focus import answer_table
-from features.frames import SourceFrames
+from features.frames import SourceFrames, from_snapshot
 from features.recommend import CANDIDATE_COLUMNS, candidate_topics
 from training.metrics import binary_classification, ranking_metrics
 from training.model_spec import Outcome, TrainingContext
@@ -155,6 +156,10 @@ def make_dataset(
     window has closed; training students at origins whose windows closed before it."""
     holdout_origin = as_of - timedelta(days=p.label_window_days)
     training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
+    # The promotion gate's slice columns, built as the focus-area model builds them (a lazy
+    # import: serving never needs it).
+    from training.focus_area import with_slice_columns
+
     train_origins = training_origins(
         frames,
         p.first_origin_days,
@@ -166,7 +171,9 @@ def make_dataset(
         [labelled_candidates(training_frames, training_answers, t, p) for t in train_origins],
         ignore_index=True,
     )
-    holdout = labelled_candidates(holdout_frames, answer_table(holdout_frames), holdout_origin, p)
+    holdout_answers = answer_table(holdout_frames)
+    holdout = labelled_candidates(holdout_frames, holdout_answers, holdout_origin, p)
+    holdout = with_slice_columns(holdout, holdout_frames, holdout_answers, holdout_origin)
     return RecommenderData(
         train=train,
         holdout=holdout,
@@ -528,6 +535,19 @@ BASELINE_SCORER = {
 INPUT_COLUMNS = ["user_id", "topic_id", "subject_id", "preferred_difficulty", *CANDIDATE_COLUMNS]
 
 
+def model_scores(
+    predict: Callable[[pd.DataFrame], pd.DataFrame], rows: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model's ranking score (minus its rank; -inf for a topic it does not recommend) and
+    confidence (NaN there) for each candidate row, through its `predict`."""
+    served = predict(rows[INPUT_COLUMNS])
+    placed = rows[KEYS].merge(served[[*KEYS, "rank", "confidence"]], on=KEYS, how="left")
+    return (
+        -placed["rank"].fillna(np.inf).to_numpy(dtype=float),
+        placed["confidence"].to_numpy(dtype=float),
+    )
+
+
 def method_metrics(
     rows: pd.DataFrame,
     score: np.ndarray,
@@ -560,21 +580,20 @@ def evaluate(
     the generator's best topics. Returns the report and the confidence of each method that
     gives one (NaN where it recommends nothing), for the calibration plot."""
     holdout = data.holdout
-    served = predict(holdout[INPUT_COLUMNS])
-    placed = holdout[KEYS].merge(served[[*KEYS, "rank", "confidence"]], on=KEYS, how="left")
+    ranking, confidence = model_scores(predict, holdout)
     y = holdout[LABEL].to_numpy()
     with threadpool_limits(1):  # see `TopicRecommenderSpec.finish`
         content = make_scorer(BASELINE_SCORER, seed).fit(
             feature_matrix(data.train, PROFILE_FEATURES), data.train[LABEL].to_numpy()
         )
     probabilities = {
-        "model": placed["confidence"].to_numpy(dtype=float),
+        "model": confidence,
         "baseline_content_only": content.predict_proba(feature_matrix(holdout, PROFILE_FEATURES))[
             :, 1
         ],
     }
     scores = {
-        "model": -placed["rank"].fillna(np.inf).to_numpy(dtype=float),  # absent: not shown
+        "model": ranking,
         "baseline_popularity": popularity_score(data.reference, holdout),
         "baseline_weakest_first": weakest_first_score(holdout),
         "baseline_content_only": probabilities["baseline_content_only"],
@@ -691,6 +710,130 @@ class TopicRecommenderSpec:
         report, _ = evaluate(predict, data, p, ctx.seed, truth)
         return report, report_markdown(report, data, p)
 
+    def slice_reports(
+        self,
+        ctx: TrainingContext,
+        data: RecommenderData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, dict[str, float]]:
+        """Hold-out ranking quality per slice the promotion gate compares: the candidate
+        topic's subject, new vs long-standing students (joined under
+        `promotion.new_student_days` before the origin), low vs high recent activity
+        (answers over the 30 days up to the origin below / at least the hold-out students'
+        median).
+
+        A slice is a subset of the candidate rows, and its NDCG is computed as the report's
+        (`rank_quality`) over each student's candidates within the slice, in the order the
+        model ranked them all once (mastered topics left out). For the student slices that
+        is the same as grouping students: each keeps their whole ranking. For a subject it
+        is the model's ordering of that subject's topics, relevance from that subject's
+        topics only; the alternative (the whole list, counting only that subject's relevant
+        topics) would mostly measure how the subject competes with the student's other
+        subjects. `n` is the number of students averaged (those with a relevant topic in
+        the slice), not rows, so `promotion.min_slice_size` counts students; `candidates`
+        gives the rows."""
+        from training.focus_area import SLICE_COLUMNS
+
+        missing = [c for c in SLICE_COLUMNS if c not in data.holdout]
+        if missing:
+            raise HoldoutError(
+                f"{NAME}: the frozen hold-out lacks the slice columns {missing}; re-freeze it "
+                f"with `prepiq holdout freeze --model {self.key}`"
+            )
+        p = TopicRecommenderParams.from_params(ctx.params)
+        holdout = data.holdout
+        ranking, _ = model_scores(predict, holdout)
+        new_days = float(ctx.params.get("promotion", {}).get("new_student_days", 60))
+        joined = holdout["days_since_joined"].to_numpy(dtype=float)
+        activity = holdout["student_attempts_last_30d"].to_numpy(dtype=float)
+        median = float(holdout.drop_duplicates("user_id")["student_attempts_last_30d"].median())
+        masks = {
+            f"subject {name}": (holdout["subject"] == name).to_numpy()
+            for name in sorted(holdout["subject"].dropna().unique())
+        }
+        masks |= {
+            "new students": joined < new_days,
+            "long-standing students": joined >= new_days,
+            "low recent activity": activity < median,
+            "high recent activity": activity >= median,
+        }
+        reports: dict[str, dict[str, float]] = {}
+        for name, rows in masks.items():
+            if rows.any():
+                metrics = rank_quality(holdout[rows], ranking[rows], p)
+                reports[name] = metrics | {"n": metrics["groups"], "candidates": float(rows.sum())}
+        return reports
+
+    def behaviour_checks(
+        self,
+        ctx: TrainingContext,
+        data: RecommenderData,
+        predict: Callable[[pd.DataFrame], pd.DataFrame],
+    ) -> dict[str, tuple[bool, str]]:
+        """The behavioural test of the training issue, on 5 hold-out students who have
+        practised (the first by id): the model's own first choice among topics with
+        questions sat by the origin, given many recent answers all right (every earlier
+        answer on it made right, plus `mastery_min_attempts` + 5 answers over the days
+        before the origin), never enters the top k; the same topic with those answers all
+        wrong still does (so a model that just drops the topic, or recommends nothing, does
+        not pass). Candidates are rebuilt at the hold-out origin from the edited
+        `test_answers` by `features.recommend.candidate_topics` (the builder serving uses),
+        not by editing candidate rows."""
+        from features.recommend import TABLES as RECOMMEND_TABLES
+
+        p = TopicRecommenderParams.from_params(ctx.params)
+        origin = data.holdout_origin
+        practised = data.holdout.loc[data.holdout["practised"] > 0, "user_id"]
+        students = sorted(practised.unique())[:5]
+        name = "mastered topics are not recommended"
+        control = "the same topic failing is recommended"
+        if not students:
+            return {name: (False, "no hold-out student has practised a topic")}
+        frames = from_snapshot(ctx.snapshot_dir, RECOMMEND_TABLES)
+        answerable = set(frames.as_of(origin)["questions"]["topic_id"])
+        count = p.mastery_min_attempts + 5
+        excluded, kept, probed = 0, 0, 0
+        for user in students:
+            mine = frames.for_users([user])
+            ranked = predict(candidate_topics(mine, origin)[INPUT_COLUMNS])
+            choices = [int(t) for t in ranked["topic_id"] if int(t) in answerable]
+            if not choices:
+                continue
+            target, probed = choices[0], probed + 1
+            for correct in (True, False):
+                rows = candidate_topics(
+                    with_practice_on_topic(mine, user, target, origin, correct, count), origin
+                )
+                served = predict(rows[INPUT_COLUMNS])
+                top = set(served.loc[served["rank"] <= p.top_k, "topic_id"].astype(int))
+                if correct:
+                    excluded += target not in top
+                else:
+                    kept += target in top
+        if probed == 0:
+            return {name: (False, "no probed student has a topic with questions sat")}
+        return {
+            name: (
+                excluded == probed,
+                f"{excluded}/{probed} hold-out students' first choice out of the top "
+                f"{p.top_k} with {count} recent answers all right",
+            ),
+            control: (
+                kept == probed,
+                f"{kept}/{probed} in the top {p.top_k} with those answers all wrong",
+            ),
+        }
+
+    def request_samples(self, data: RecommenderData, count: int) -> list[pd.DataFrame]:
+        """Single-student requests as serving sends them: each of `count` hold-out
+        students' candidate rows (the gate times `predict` on them)."""
+        holdout = data.holdout
+        students = sorted(holdout["user_id"].unique())[:count]
+        return [
+            holdout.loc[holdout["user_id"] == s, INPUT_COLUMNS].reset_index(drop=True)
+            for s in students
+        ]
+
     def finish(
         self,
         ctx: TrainingContext,
@@ -768,3 +911,29 @@ def candidate_example(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 SPEC = TopicRecommenderSpec()
+
+
+def with_practice_on_topic(
+    frames: SourceFrames, user: str, topic: int, origin: datetime, correct: bool, count: int
+) -> SourceFrames:
+    """The frames with every answer of `user` on `topic` made right (or wrong), and `count`
+    more such answers on the topic's questions sat by `origin`, one an hour back from it
+    (so within the last 30 days): the probe of the behavioural checks. The added rows copy
+    the student's latest answer before `origin` (its test, its timing)."""
+    answers = frames["test_answers"]
+    questions = frames.as_of(origin)["questions"]
+    on_topic = questions.loc[questions["topic_id"] == topic, "id"].to_numpy()
+    edited = answers.copy()
+    mine = (edited["user_id"] == user) & edited["question_id"].isin(set(on_topic))
+    edited.loc[mine, "is_correct"] = correct
+    own = edited[edited["user_id"] == user].sort_values("answered_at")
+    earlier = own[own["answered_at"] <= pd.Timestamp(origin)]
+    template = earlier.tail(1) if len(earlier) else own.head(1)
+    added = template.loc[template.index.repeat(count)].reset_index(drop=True)
+    added["id"] = int(answers["id"].max()) + 1 + np.arange(count)
+    added["question_id"] = np.resize(on_topic, count)
+    added["is_correct"] = correct
+    added["answered_at"] = pd.Timestamp(origin) - pd.to_timedelta(np.arange(1, count + 1), "h")
+    return SourceFrames(
+        frames.tables | {"test_answers": pd.concat([edited, added], ignore_index=True)}
+    )
