@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -181,16 +180,12 @@ def test_the_pyfunc_ranks_builder_rows_and_carries_no_weights(
     earlier = data.cutoffs[-1]
     restored.predict(None, earlier.candidates[list(CANDIDATE_COLUMNS)])
     assert set(restored.references) == {earlier.year, earlier.year + 1}
+    # Twenty known questions are ranked from the cache: no text goes to the encoder (its
+    # speed is measured by benchmarks/serving.py and the gate's latency check, not here).
     twenty = rows[rows["subject_id"] == rows["subject_id"].iloc[0]].head(20)
-    restored.predict(None, twenty)
-    best = min(_seconds(lambda: restored.predict(None, twenty)) for _ in range(5))
-    assert best < 0.1
-
-
-def _seconds(call: Any) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
+    ranked = restored.predict(None, twenty)
+    assert sorted(ranked["rank"]) == list(range(1, 21))
+    assert restored.embeddings._encoder is None
 
 
 def _history(years: range, repeated: str, fillers: int) -> SourceFrames:
