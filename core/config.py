@@ -83,6 +83,16 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("SUPABASE_JWT_SECRET", "PREPIQ_SUPABASE_JWT_SECRET"),
         description="Supabase's JWT secret (HS256): user tokens are checked against it.",
     )
+    supabase_jwks_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_JWKS_URL", "PREPIQ_SUPABASE_JWKS_URL"),
+        description="Supabase's published signing keys (`<project URL>/auth/v1/.well-known/"
+        "jwks.json`): user tokens signed with the asymmetric keys (ES256/RS256) are checked "
+        "against them.",
+    )
+    jwks_cache_seconds: float = Field(
+        default=300.0, gt=0, description="How long fetched signing keys are reused."
+    )
     jwt_audience: str = Field(default="authenticated", description="Required `aud` claim.")
     serving_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

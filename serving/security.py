@@ -1,6 +1,7 @@
-"""Who is calling: a student with a Supabase access token (HS256, signed with the
-project's JWT secret; signature, expiry and audience checked), or a service with an API
-key. A student reads only their own rows; services read any; admin routes need an admin
+"""Who is calling: a student with a Supabase access token (signature, expiry and
+audience checked; HS256 tokens against the project's JWT secret, ES256/RS256 tokens
+against the project's published keys, fetched and cached, a new `kid` refetching them so
+key rotation needs no restart), or a service with an API key. A student reads only their own rows; services read any; admin routes need an admin
 (a token whose `app_metadata.role` is `admin`, or an admin API key)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -15,6 +17,7 @@ from core.config import Settings
 from serving.errors import ForbiddenError, UnauthorizedError
 
 ADMIN_ROLE = "admin"
+ASYMMETRIC = ("ES256", "RS256")  # what Supabase's signing keys use
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,17 @@ class Authenticator:
         secret = settings.supabase_jwt_secret
         self._secret = secret.get_secret_value() if secret else None
         self._audience = settings.jwt_audience
+        self._jwks = (
+            jwt.PyJWKClient(
+                settings.supabase_jwks_url,
+                cache_keys=True,
+                lifespan=settings.jwks_cache_seconds,
+                cooldown_duration=min(30.0, settings.jwks_cache_seconds),
+                timeout=5,
+            )
+            if settings.supabase_jwks_url
+            else None
+        )
         self._admin_keys = [k.get_secret_value() for k in settings.serving_admin_api_keys]
         self._keys = [k.get_secret_value() for k in settings.serving_api_keys] + self._admin_keys
 
@@ -66,13 +80,33 @@ class Authenticator:
         return Principal(caller=f"key:{digest}", user_id=None, is_admin=is_admin)
 
     def _by_token(self, token: str) -> Principal:
-        if self._secret is None:
-            raise UnauthorizedError("user tokens are not accepted: SUPABASE_JWT_SECRET is not set")
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.InvalidTokenError as exc:
+            raise UnauthorizedError("invalid token") from exc
+        key: Any
+        if algorithm == "HS256":
+            if self._secret is None:
+                raise UnauthorizedError(
+                    "HS256 user tokens are not accepted: SUPABASE_JWT_SECRET is not set"
+                )
+            key = self._secret
+        elif algorithm in ASYMMETRIC:
+            if self._jwks is None:
+                raise UnauthorizedError(
+                    f"{algorithm} user tokens are not accepted: SUPABASE_JWKS_URL is not set"
+                )
+            try:
+                key = self._jwks.get_signing_key_from_jwt(token).key
+            except jwt.PyJWKClientError as exc:  # unknown kid, or the keys cannot be fetched
+                raise UnauthorizedError(f"token signing key not found: {exc}") from exc
+        else:
+            raise UnauthorizedError(f"token algorithm {algorithm!r} is not accepted")
         try:
             claims = jwt.decode(
                 token,
-                self._secret,
-                algorithms=["HS256"],
+                key,
+                algorithms=[algorithm],
                 audience=self._audience,
                 options={"require": ["exp", "sub", "aud"]},
             )
