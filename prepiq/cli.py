@@ -281,15 +281,31 @@ def train(
         workers=workers,
         students=students,
     )
-    header = f"{'model':<22} {'version':>7}  {'main metric':<24} {'value':>6}  {'best baseline':<26} {'uplift':>7}  champion"
-    typer.echo(header)
-    for r in report.models:
-        baseline = f"{r['best_baseline']} {float(r['baseline_value']):.3f}"  # type: ignore[arg-type]
-        typer.echo(
-            f"{r['model']!s:<22} {r['version']!s:>7}  {r['main_metric']!s:<24} {float(r['value']):>6.3f}  "  # type: ignore[arg-type]
-            f"{baseline:<26} {float(r['uplift']):>+7.1%}  {r['champion'] or 'none yet'}"  # type: ignore[arg-type]
-        )
-        typer.echo(f"  report: {r['report']}")
+    _echo_table(
+        [
+            "model",
+            "version",
+            "main metric",
+            "value",
+            "best baseline",
+            "uplift",
+            "champion",
+            "report",
+        ],
+        [
+            [
+                str(r["model"]),
+                str(r["version"]),
+                str(r["main_metric"]),
+                f"{float(str(r['value'])):.3f}",
+                f"{r['best_baseline']} {float(str(r['baseline_value'])):.3f}",
+                f"{float(str(r['uplift'])):+.1%}",
+                str(r["champion"] or "none yet"),
+                str(r["report"]),
+            ]
+            for r in report.models
+        ],
+    )
     stages = ", ".join(f"{name} {seconds:.0f}s" for name, seconds in report.stage_seconds.items())
     typer.echo(f"Stages: {stages}.")
     typer.echo("Open the MLflow UI with `prepiq ui` (http://127.0.0.1:5000).")
@@ -446,29 +462,47 @@ def status(
     if history is not None:
         key = _one_model(history)
         entries = audit.history(client, MODELS[key].name)
-        typer.echo(
-            f"{'when (UTC)':<17} {'decision':<12} {'from':>5} {'to':>5}  {'actor':<18} reasons"
+        _echo_table(
+            ["when (UTC)", "decision", "from", "to", "actor", "reasons"],
+            [
+                [
+                    when(e.at),
+                    e.decision,
+                    e.from_version,
+                    e.to_version,
+                    e.actor,
+                    "; ".join(r for r in e.reasons.splitlines() if r.startswith("FAIL"))
+                    or (e.reasons.splitlines()[0] if e.reasons else ""),
+                ]
+                for e in entries
+            ],
         )
-        for e in entries:
-            first = e.reasons.splitlines()[0] if e.reasons else ""
-            fails = [r for r in e.reasons.splitlines() if r.startswith("FAIL")]
-            typer.echo(
-                f"{when(e.at):<17} {e.decision:<12} {e.from_version:>5} {e.to_version:>5}  "
-                f"{e.actor:<18} {'; '.join(fails) or first}"
-            )
         if not entries:
             typer.echo(f"no audit records for {MODELS[key].name}")
         return
-    typer.echo(
-        f"{'model':<26} {'metric':<8} {'champion':<16} {'challenger':<16} "
-        f"{'trained at':<16} {'data version':<14} promoted at"
+    _echo_table(
+        ["model", "metric", "champion", "challenger", "trained at", "data version", "promoted at"],
+        [
+            [
+                row.model,
+                row.main_metric,
+                figure(row.champion, row.champion_metric),
+                figure(row.challenger, row.challenger_metric),
+                when(row.trained_at),
+                (row.data_version or "-")[:12],
+                when(row.promoted_at),
+            ]
+            for row in audit.status(client, list(MODELS.values()))
+        ],
     )
-    for row in audit.status(client, list(MODELS.values())):
+
+
+def _echo_table(header: list[str], rows: list[list[str]]) -> None:
+    """Columns as wide as their widest cell (model names and metric labels vary)."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for line in [header, *rows]:
         typer.echo(
-            f"{row.model:<26} {row.main_metric:<8} "
-            f"{figure(row.champion, row.champion_metric):<16} "
-            f"{figure(row.challenger, row.challenger_metric):<16} {when(row.trained_at):<16} "
-            f"{(row.data_version or '-')[:12]:<14} {when(row.promoted_at)}"
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
         )
 
 
