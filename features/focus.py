@@ -34,12 +34,19 @@ FEATURE_COLUMNS = (
     "student_adjusted_accuracy",
     "relative_adjusted_accuracy",
     "student_shrunk_accuracy",
+    "recency_weighted_accuracy",
+    "adjusted_accuracy_last_30d",
+    "accuracy_change_30d",
+    "hard_question_accuracy",
+    "answers_per_week",
 )
 # Expected share of right answers by the app's difficulty rating (1-5), used to judge
 # results against the questions a student happened to get.
 EXPECTED_BY_DIFFICULTY = {1: 0.85, 2: 0.77, 3: 0.69, 4: 0.60, 5: 0.50}
 PRIOR_ANSWERS = 4  # pseudo-answers at the expected rate that shrink small samples
 STUDENT_PRIOR_ANSWERS = 8  # pseudo-answers at the student's own level (all topics)
+RECENCY_HALF_LIFE_DAYS = 21.0  # an answer's weight halves every 3 weeks (learning, forgetting)
+HARD_DIFFICULTY = 4  # the app's ratings counted as the topic's hard questions
 
 
 def answer_table(frames: SourceFrames) -> pd.DataFrame:
@@ -129,6 +136,41 @@ def topic_test_stats(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
         stats["repeated_wrong_option_share"] = (
             repeated.reindex(stats.index).fillna(0) / stats["attempts"]
         ).fillna(0.0)
+    # Where the student stands now: answers weighted by recency (mastery grows with practice
+    # and fades without it), difficulty-adjusted, shrunk toward the expected rate.
+    answers["weight"] = np.power(0.5, answers["age_days"] / RECENCY_HALF_LIFE_DAYS)
+    answers["weighted_correct"] = answers["weight"] * answers["correct"]
+    weighted = answers.groupby(keys)[["weight", "weighted_correct"]].sum()
+    stats["recency_weighted_accuracy"] = (weighted["weighted_correct"] + PRIOR_ANSWERS * prior) / (
+        weighted["weight"] + PRIOR_ANSWERS
+    )
+    # The last 30 days against the 30 before, both difficulty-adjusted and shrunk to 0
+    # (the trend over the last two windows).
+    adjusted = {}
+    for name, low, high in (("last", 0.0, 30.0), ("before", 30.0, 60.0)):
+        rows = answers[(answers["age_days"] > low) | (low == 0.0)]
+        rows = rows[rows["age_days"] <= high]
+        window = rows.groupby(keys)[["correct", "expected"]].sum()
+        count = rows.groupby(keys).size()
+        adjusted[name] = (
+            ((window["correct"] - window["expected"]) / (count + PRIOR_ANSWERS))
+            .reindex(stats.index)
+            .fillna(0.0)
+        )
+    stats["adjusted_accuracy_last_30d"] = adjusted["last"]
+    stats["accuracy_change_30d"] = adjusted["last"] - adjusted["before"]
+    # Results on the topic's hard questions (rated 4-5), shrunk toward their expected rate.
+    hard = answers[answers["difficulty"] >= HARD_DIFFICULTY].groupby(keys)["correct"]
+    hard_expected = EXPECTED_BY_DIFFICULTY[HARD_DIFFICULTY]
+    stats["hard_question_accuracy"] = (
+        ((hard.sum() + PRIOR_ANSWERS * hard_expected) / (hard.size() + PRIOR_ANSWERS))
+        .reindex(stats.index)
+        .fillna(hard_expected)
+    )
+    # Practice volume: answers per week since the first answer on the topic (a week at least).
+    first = grouped["answered_at"].min()
+    weeks = ((now - first).dt.total_seconds() / (7 * 86400)).clip(lower=1.0)
+    stats["answers_per_week"] = stats["attempts"] / weeks
     stats["days_since_last_attempt"] = (now - stats["last_answer"]).dt.total_seconds() / 86400
     # The student's level over every topic: a topic is weak relative to the student's own
     # ability, and a topic with few answers is best guessed from that level.

@@ -610,7 +610,6 @@ def serve(
     """Serve the four champions from the BentoML model store (the PrepIQ app's API;
     /readyz answers 200 once all four are loaded)."""
     import os
-    import subprocess
 
     from core.config import PROJECT_ROOT
 
@@ -619,7 +618,10 @@ def serve(
         sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
         "--host", host, "--port", str(port), "--working-dir", str(PROJECT_ROOT),
     ]  # fmt: skip
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    sys.stdout.flush()
+    # Replace this process, so a supervisor's SIGTERM reaches the server itself (and its
+    # prediction log is flushed) instead of orphaning a child.
+    os.execve(sys.executable, command, os.environ.copy())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,14 +1,22 @@
 """The four champions, loaded from the BentoML model store (under BENTOML_HOME), where
-promotion imports each champion as `prepiq-<key>`: the newest entry of a name is the
-champion. Each comes with what `/models/status` reports about it (registered version,
-aliases, run, data version, trained at, main metric)."""
+promotion imports each champion as `prepiq-<key>`, labelled with its MLflow version. Each
+comes with what `/models/status` reports about it (registered version, aliases, run, data
+version, trained at, main metric).
+
+Which store entry is the champion: promotion imports into the store BEFORE it moves the
+registry aliases, so after a crash between the two the newest entry may be a version that
+never became champion. So at start and at every reload the service asks the registry once
+(one `search_registered_models` call for all four models) for the aliases, and serves, per
+model, the newest entry labelled with the `champion` version. When the registry cannot be
+reached, has no champion for the model, or the champion has no store entry, it serves the
+newest entry, and logs which rule chose it: serving never needs MLflow to start."""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -21,6 +29,10 @@ log = get_logger("prepiq.serving.models")
 
 # Models in the order the service reports them; the keys are the store names' suffixes.
 SPECS: dict[str, ModelSpec] = MODELS
+CHAMPION = "champion"
+Chosen = Literal["champion", "newest"]
+# Model name -> alias -> version, as the registry holds them (None: registry unreachable).
+RegistryAliases = dict[str, dict[str, str]]
 # Each request's model work is small; torch's default of one thread per core would make
 # the forecaster's threads fight the other requests' threads on a 2-core machine.
 TORCH_THREADS = 1
@@ -56,29 +68,99 @@ def store_name(key: str) -> str:
     return f"prepiq-{key}"
 
 
-def load_model(key: str, tracking_uri: str | None = None) -> ServedModel:
-    """The newest store entry of `prepiq-<key>`, loaded and warmed up."""
+def registry_aliases(tracking_uri: str | None) -> RegistryAliases | None:
+    """Every PrepIQ registered model's aliases, in one registry call; None when the
+    registry cannot be reached (the service then serves the newest store entries)."""
+    try:
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        names = {spec.name for spec in SPECS.values()}
+        found = client.search_registered_models(max_results=1000)
+    except Exception as exc:  # any failure: serve the newest entries, say so
+        log.warning("model registry unreachable: serving the newest store entries", error=str(exc))
+        return None
+    return {
+        m.name: {a: str(v) for a, v in (m.aliases or {}).items()} for m in found if m.name in names
+    }
+
+
+def choose_entry(key: str, aliases: RegistryAliases | None) -> tuple[Any, Chosen]:
+    """The store entry to serve for `key` and the rule that chose it: the newest entry
+    labelled with the registry's champion version, else the newest entry."""
+    import bentoml
+
+    name = store_name(key)
+    entries = sorted(bentoml.models.list(name), key=lambda e: e.creation_time, reverse=True)
+    if not entries:
+        raise LookupError(f"no entry {name} in the BentoML model store")
+    spec_name = SPECS[key].name
+    champion = (aliases or {}).get(spec_name, {}).get(CHAMPION)
+    if champion is not None:
+        for entry in entries:
+            if entry.info.labels.get("mlflow_version") == champion:
+                if entry is not entries[0]:
+                    log.warning(
+                        "newest store entry is not the champion: serving the champion's",
+                        model=name,
+                        champion=champion,
+                        newest=str(entries[0].tag),
+                        served=str(entry.tag),
+                    )
+                return entry, "champion"
+        log.warning(
+            "champion has no store entry: serving the newest",
+            model=name,
+            champion=champion,
+            served=str(entries[0].tag),
+        )
+    elif aliases is not None:
+        log.info("no champion in the registry: serving the newest store entry", model=name)
+    return entries[0], "newest"
+
+
+def load_model(
+    key: str,
+    tracking_uri: str | None = None,
+    aliases: RegistryAliases | None = None,
+    chosen: tuple[Any, Chosen] | None = None,
+) -> ServedModel:
+    """The store entry `chosen` (by default the one `choose_entry` picks for `key` given
+    the registry's aliases), loaded."""
     import bentoml
 
     torch.set_num_threads(TORCH_THREADS)
-    entry = bentoml.models.get(f"{store_name(key)}:latest")
+    entry, rule = chosen or choose_entry(key, aliases)
     pyfunc = bentoml.mlflow.load_model(entry)
     labels = entry.info.labels
     spec = SPECS[key]
-    lineage = _lineage(labels.get("mlflow_name", spec.name), labels, spec, tracking_uri)
+    name = labels.get("mlflow_name", spec.name)
+    version = labels.get("mlflow_version", "unknown")
+    version_aliases = tuple(
+        sorted(a for a, v in (aliases or {}).get(name, {}).items() if v == version)
+    )
+    lineage = _lineage(name, labels, spec, tracking_uri if aliases is not None else None)
     served = ServedModel(
         key=key,
-        name=labels.get("mlflow_name", spec.name),
-        version=labels.get("mlflow_version", "unknown"),
+        name=name,
+        version=version,
         run_id=labels.get("run_id", ""),
         bento_tag=str(entry.tag),
         model=pyfunc.unwrap_python_model(),
         loaded_at=datetime.now(UTC),
         trained_at=_trained_at(pyfunc),
         main_metric=spec.main_metric,
+        aliases=version_aliases,
         **lineage,
     )
-    log.info("model loaded", model=served.name, version=served.version, tag=served.bento_tag)
+    log.info(
+        "model loaded",
+        model=served.name,
+        version=served.version,
+        tag=served.bento_tag,
+        chosen_as=rule,
+        aliases=list(version_aliases),
+    )
     return served
 
 
@@ -92,25 +174,22 @@ def _trained_at(pyfunc: Any) -> datetime | None:
 def _lineage(
     name: str, labels: dict[str, str], spec: ModelSpec, tracking_uri: str | None
 ) -> dict[str, Any]:
-    """Data version, hold-out main metric and aliases from the MLflow run and registry.
-    The service must start without the tracking server, so anything unreachable is None."""
-    empty: dict[str, Any] = {"main_metric_value": None, "data_version": None, "aliases": ()}
+    """Data version and hold-out main metric from the MLflow run (None when the registry
+    was unreachable for the aliases, or the run cannot be read: the service serves anyway)."""
+    empty: dict[str, Any] = {"main_metric_value": None, "data_version": None}
     run_id = labels.get("run_id")
-    if not run_id:
+    if not run_id or tracking_uri is None:
         return empty
     try:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        run = client.get_run(run_id)
-        version = client.get_model_version(name, labels.get("mlflow_version", ""))
+        run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     except Exception as exc:  # any failure of an optional lookup: report it, serve anyway
         log.warning("model lineage unavailable", model=name, error=str(exc))
         return empty
     return {
         "main_metric_value": run.data.metrics.get(f"holdout.model.{spec.main_metric}"),
         "data_version": run.data.tags.get("data_version"),
-        "aliases": tuple(sorted(version.aliases or ())),
     }
 
 
@@ -124,30 +203,32 @@ class ModelSet:
         self._reload_lock = threading.Lock()
 
     def load_all(self) -> None:
-        """Load every model; one that cannot be loaded leaves the service not ready."""
+        """Load every model's champion (one registry call for all); one that cannot be
+        loaded leaves the service not ready."""
+        aliases = registry_aliases(self._tracking_uri)
         for key in SPECS:
             try:
-                self._models[key] = load_model(key, self._tracking_uri)
+                self._models[key] = load_model(key, self._tracking_uri, aliases)
             except Exception as exc:  # a missing store entry must not stop the others
                 log.error("model not loaded", model=store_name(key), error=str(exc))
 
     def reload(self) -> dict[str, str]:
-        """Load the newest store entry of every model whose tag changed; returns key ->
-        tag now served for those."""
-        import bentoml
-
+        """Serve the entry `choose_entry` now picks (one registry call for all models) for
+        every model whose entry changed; returns key -> tag now served for those."""
         changed: dict[str, str] = {}
         with self._reload_lock:
+            aliases = registry_aliases(self._tracking_uri)
             for key in SPECS:
                 try:
-                    newest = str(bentoml.models.get(f"{store_name(key)}:latest").tag)
+                    chosen = choose_entry(key, aliases)
                 except Exception as exc:
                     log.error("model store entry missing", model=store_name(key), error=str(exc))
                     continue
+                tag = str(chosen[0].tag)
                 current = self._models.get(key)
-                if current is None or current.bento_tag != newest:
-                    self._models[key] = load_model(key, self._tracking_uri)
-                    changed[key] = newest
+                if current is None or current.bento_tag != tag:
+                    self._models[key] = load_model(key, self._tracking_uri, aliases, chosen)
+                    changed[key] = tag
         return changed
 
     def get(self, key: str) -> ServedModel | None:

@@ -108,6 +108,19 @@ class TopicTestStats(Strict):
     student_shrunk_accuracy: float = Field(
         ge=0, le=1, description="Accuracy shrunk toward the student's own level."
     )
+    recency_weighted_accuracy: float = Field(
+        ge=0, le=1, description="Accuracy with answers weighted by a 21-day half-life."
+    )
+    adjusted_accuracy_last_30d: float = Field(
+        ge=-1, le=1, description="Difficulty-adjusted accuracy over the last 30 days."
+    )
+    accuracy_change_30d: float = Field(
+        ge=-2, le=2, description="Adjusted accuracy, last 30 days minus the 30 before."
+    )
+    hard_question_accuracy: float = Field(
+        ge=0, le=1, description="Accuracy on the topic's hard questions (rated 4-5)."
+    )
+    answers_per_week: float = Field(ge=0, description="Answers per week since the first.")
 
 
 class FocusAreasRequest(Strict):
@@ -341,3 +354,55 @@ class ErrorBody(BaseModel):
     ]
     field: str | None = Field(default=None, description="The offending field, if any.")
     request_id: str | None = Field(default=None, description="Same as the X-Request-ID header.")
+
+
+# -- the error responses in /docs.json -----------------------------------------------------
+
+# Every error a protected route can answer, all in the `ErrorBody` shape (the gateway and
+# the service guarantee it; BentoML's and FastAPI's own declarations say otherwise).
+ERROR_RESPONSES: dict[int, str] = {
+    400: "Invalid input: wrong type, missing or unknown field, NaN, empty or huge list.",
+    401: "No credentials, or an invalid, expired or forged token or key.",
+    403: "A user token asking for another user's rows, or a non-admin on an admin route.",
+    404: "Unknown student, subject or route.",
+    413: "Request body larger than the limit.",
+    422: "Invalid input (FastAPI's validation, in the same shape).",
+    429: "Over the caller's rate limit, or too many requests in flight (see Retry-After).",
+    500: "Internal error (no details are given).",
+    503: "A model is not loaded yet.",
+    504: "No answer within the per-request timeout.",
+}
+ERROR_REF = "#/components/schemas/ErrorBody"
+PROTECTED_PATHS = "/api/"
+METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` (the service's OpenAPI document) with every protected operation declaring
+    the error responses above in the one error shape, and readiness its 503."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    error_content = {"application/json": {"schema": {"$ref": ERROR_REF}}}
+    for path, item in spec.get("paths", {}).items():
+        for method in METHODS:
+            operation = item.get(method)
+            if not isinstance(operation, dict):
+                continue
+            # BentoML keys its responses by int: one key type, or "400" would appear twice.
+            responses = {str(k): v for k, v in operation.get("responses", {}).items()}
+            operation["responses"] = responses
+            if path == "/readyz":
+                responses["503"] = {"description": "Not every model is loaded yet."}
+            if not path.startswith(PROTECTED_PATHS):
+                continue
+            for status, description in ERROR_RESPONSES.items():
+                response: dict[str, Any] = {"description": description, "content": error_content}
+                if status == 429:
+                    response["headers"] = {
+                        "Retry-After": {
+                            "description": "Seconds to wait before retrying.",
+                            "schema": {"type": "integer"},
+                        }
+                    }
+                responses[str(status)] = response
+    return spec

@@ -28,6 +28,7 @@ import bentoml  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from sqlalchemy import select  # noqa: E402
+from starlette.responses import JSONResponse  # noqa: E402
 
 from core.database import get_engine  # noqa: E402
 from core.logging import configure_logging, get_logger  # noqa: E402
@@ -322,4 +323,26 @@ async def _serving_error(request: Request, exc: ServingError) -> Any:
     return from_serving_error(exc, getattr(request.state, "request_id", None))
 
 
+class DocsWithErrors:
+    """Answers `/docs.json` with BentoML's OpenAPI document plus the error responses every
+    protected route can give, in the one error shape (`schemas.with_error_responses`), so
+    clients and Schemathesis see the whole contract. Built once: the routes are static."""
+
+    PATH = "/docs.json"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._spec: dict[str, Any] | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.PATH and scope["method"] == "GET":
+            if self._spec is None:
+                spec = PrepIQService.openapi_spec.asdict()  # type: ignore[attr-defined]
+                self._spec = schemas.with_error_responses(spec)
+            await JSONResponse(self._spec)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 PrepIQService.add_asgi_middleware(Gateway, settings=SETTINGS)  # type: ignore[attr-defined]
+PrepIQService.add_asgi_middleware(DocsWithErrors)  # type: ignore[attr-defined]

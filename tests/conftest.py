@@ -8,10 +8,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from tests.serving_support import ServingRun
 
 POSTGRES_SERVER = os.environ.get("PREPIQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 END_DATE = date(2026, 11, 20)  # fixed so seeded rows are comparable across runs
@@ -201,3 +205,80 @@ def clean_snapshot(
         source_url=engine.url.render_as_string(hide_password=False), data_dir=data, as_of=as_of
     )
     return data / RAW_DIR
+
+
+# -- serving (tests/test_serving.py, tests/test_serving_process.py; helpers in
+# tests/serving_support.py) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def serving_run(
+    seeded_sqlite: tuple[Engine, Path],
+    prefect_harness: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ServingRun:
+    """Train all four models once (one trial each) on the small seeded source and import
+    each into the BentoML store as `prepiq-<key>`, labelled as promotion labels them
+    (from the `challenger` alias: no champion is set). Returns a `ServingRun`."""
+    from mlflow import MlflowClient
+
+    from tests.serving_support import ServingRun, import_to_store, train, write_small_params
+    from training.models import MODELS
+
+    engine, _ = seeded_sqlite
+    folder = tmp_path_factory.mktemp("serving")
+    write_small_params(folder)
+    run = ServingRun(url=engine.url.render_as_string(hide_password=False), folder=folder)
+    train(run)
+    client = MlflowClient()
+    for spec in MODELS.values():
+        version = client.get_model_version_by_alias(spec.name, "challenger")
+        import_to_store(spec.key, str(version.version))
+    return run
+
+
+@pytest.fixture(scope="session")
+def served_models(serving_run: ServingRun) -> str:
+    """The source URL of the served training run."""
+    return serving_run.url
+
+
+@pytest.fixture(scope="session")
+def service(served_models: str) -> Iterator[Any]:
+    """The service class, configured for the tests (settings are read at import)."""
+    from core.config import get_settings
+    from tests.serving_support import service_env
+
+    env = service_env(served_models)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    from serving.service import PrepIQService
+
+    yield PrepIQService
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def serving_app(service: Any) -> Any:
+    """The service's one in-process ASGI app. One per session: BentoML registers its
+    Prometheus metrics when an app first starts and never unregisters them, so a second
+    app in the same process fails to start. Each user runs its own lifespan on it (a
+    fresh service instance); they must not overlap."""
+    return service.to_asgi()
+
+
+@pytest.fixture(scope="session")
+def student(served_models: str) -> str:
+    """A student of the served source."""
+    import pandas as pd
+
+    from core.database import get_engine
+
+    users = pd.read_sql("SELECT id FROM users ORDER BY id", get_engine(served_models))
+    return str(users["id"].iloc[0])

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.focus import answer_table
+from features.focus import answer_table, topic_test_stats
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE
@@ -70,3 +70,54 @@ def test_folds_keep_each_student_in_one_fold() -> None:
     for fit_rows, score_rows in folds:
         assert set(groups[fit_rows]).isdisjoint(groups[score_rows])
     assert sorted(np.concatenate([s for _, s in folds]).tolist()) == list(range(200))
+
+
+HISTORY_FEATURES = [
+    "recency_weighted_accuracy",
+    "adjusted_accuracy_last_30d",
+    "accuracy_change_30d",
+    "hard_question_accuracy",
+    "answers_per_week",
+]
+
+
+def test_history_features_read_no_row_after_the_origin(frames: SourceFrames) -> None:
+    """The trend, recency-weighted, hard-question and volume features at an origin are
+    the same whatever happens after it (here: every later answer of the busiest student
+    rewritten wrong and on a hard question), and they move once time passes the rows."""
+    as_of = pd.Timestamp(END_DATE).tz_localize("UTC").to_pydatetime() - timedelta(days=30)
+    answers = frames["test_answers"]
+    student = str(answers["user_id"].value_counts().index[0])
+    future = (answers["user_id"] == student) & (answers["answered_at"] > pd.Timestamp(as_of))
+    assert future.sum() > 0
+    edited = answers.copy()
+    edited.loc[future, "is_correct"] = False
+    planted = SourceFrames(frames.tables | {"test_answers": edited})
+    before = topic_test_stats(frames.for_users([student]), as_of)
+    after = topic_test_stats(planted.for_users([student]), as_of)
+    pd.testing.assert_frame_equal(before[HISTORY_FEATURES], after[HISTORY_FEATURES])
+    later = as_of + timedelta(days=29)
+    moved = topic_test_stats(planted.for_users([student]), later)[HISTORY_FEATURES]
+    assert not moved.equals(topic_test_stats(frames.for_users([student]), later)[HISTORY_FEATURES])
+
+
+def test_history_features_follow_the_students_answers(frames: SourceFrames) -> None:
+    """All answers on a topic wrong give a lower recency-weighted, recent-adjusted and
+    hard-question accuracy than all right; the volume is answers per week (a week at least)."""
+    as_of = pd.Timestamp(END_DATE).tz_localize("UTC").to_pydatetime()
+    stats = topic_test_stats(frames, as_of)
+    busy = stats[(stats["attempts"] >= 10) & (stats["attempts_last_30d"] >= 3)].iloc[0]
+    user, topic = busy["user_id"], int(busy["topic_id"])
+    mine = frames.for_users([user])
+    rows = {
+        correct: topic_test_stats(fa.with_answers_on_topic(mine, user, topic, correct), as_of)
+        .set_index("topic_id")
+        .loc[topic]
+        for correct in (False, True)
+    }
+    for column in ("recency_weighted_accuracy", "adjusted_accuracy_last_30d"):
+        assert rows[False][column] < rows[True][column], column
+    assert rows[False]["hard_question_accuracy"] <= rows[True]["hard_question_accuracy"]
+    assert 0 < rows[True]["recency_weighted_accuracy"] < 1
+    assert 0 < busy["answers_per_week"] <= busy["attempts"]
+    assert stats[HISTORY_FEATURES].notna().all().all()

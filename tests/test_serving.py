@@ -7,146 +7,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
-import pandas as pd
 import pytest
-import yaml
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from core.config import PROJECT_ROOT, get_settings
 from features.focus import FEATURE_COLUMNS
 from features.schema import ModelPrediction
-from tests.conftest import END_DATE, SMALL_DATA_PARAMS
-
-SECRET = "test-secret-" + "x" * 32
-SERVICE_KEY = "service-key-for-tests"
-ADMIN_KEY = "admin-key-for-tests"
-RATE_LIMIT = 60  # per minute and caller
-MAX_BODY = 512 * 1024
-AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
-ERROR_FIELDS = {"error", "code", "field", "request_id"}
-
-
-@pytest.fixture(scope="session")
-def served_models(
-    seeded_sqlite: tuple[Engine, Path],
-    prefect_harness: None,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[str]:
-    """Train all four models once (one trial each) on the small seeded source and import
-    each into the BentoML store as `prepiq-<key>`, labelled as promotion labels them;
-    returns the source URL."""
-    import bentoml
-    from mlflow import MlflowClient
-
-    from pipelines.train import train_flow
-    from training.models import MODELS
-
-    engine, _ = seeded_sqlite
-    url = engine.url.render_as_string(hide_password=False)
-    folder = tmp_path_factory.mktemp("serving")
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in SMALL_DATA_PARAMS.items():
-        params[section].update(values)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PREPIQ_PARAMS_FILE", str(folder / "params.yaml"))
-        get_settings.cache_clear()
-        train_flow(trials=1, source_url=url, data_dir=folder / "data", as_of=AS_OF)
-    get_settings.cache_clear()
-    client = MlflowClient()
-    for spec in MODELS.values():
-        version = client.get_model_version_by_alias(spec.name, "challenger")
-        bentoml.mlflow.import_model(
-            f"prepiq-{spec.key}",
-            model_uri=f"models:/{spec.name}@challenger",
-            labels={
-                "mlflow_name": spec.name,
-                "mlflow_version": str(version.version),
-                "run_id": str(version.run_id),
-            },
-        )
-    yield url
-
-
-@pytest.fixture(scope="session")
-def service(served_models: str) -> Iterator[Any]:
-    """The service class, configured for the tests (settings are read at import)."""
-    env = {
-        "PREPIQ_SOURCE_URL": served_models,
-        "SUPABASE_JWT_SECRET": SECRET,
-        "PREPIQ_SERVING_API_KEYS": SERVICE_KEY,
-        "PREPIQ_SERVING_ADMIN_API_KEYS": ADMIN_KEY,
-        "PREPIQ_SERVING_RATE_LIMIT": f"{RATE_LIMIT}/minute",
-        "PREPIQ_SERVING_MAX_BODY_BYTES": str(MAX_BODY),
-        # Only a full batch or the shutdown writes the log: the log test sees the latter.
-        "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
-    }
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    from serving.service import PrepIQService
-
-    yield PrepIQService
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    get_settings.cache_clear()
+from tests.serving_support import (
+    ADMIN_KEY,
+    MAX_BODY,
+    RATE_LIMIT,
+    as_service,
+    as_user,
+    assert_error,
+    token,
+)
 
 
 @pytest.fixture(scope="module")
-def client(service: Any) -> Iterator[TestClient]:
-    with TestClient(service.to_asgi()) as test_client:
+def client(serving_app: Any) -> Iterator[TestClient]:
+    with TestClient(serving_app) as test_client:
         yield test_client
-
-
-@pytest.fixture(scope="module")
-def student(served_models: str) -> str:
-    from core.database import get_engine
-
-    users = pd.read_sql("SELECT id FROM users ORDER BY id", get_engine(served_models))
-    return str(users["id"].iloc[0])
-
-
-def token(user_id: str, *, expires_in: float = 3600, secret: str = SECRET, **claims: Any) -> str:
-    payload = {
-        "sub": user_id,
-        "aud": "authenticated",
-        "role": "authenticated",
-        "exp": datetime.now(UTC) + timedelta(seconds=expires_in),
-        **claims,
-    }
-    return jwt.encode(payload, secret, algorithm="HS256")
-
-
-def as_user(user_id: str, **claims: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(user_id, **claims)}"}
-
-
-def as_service() -> dict[str, str]:
-    return {"X-API-Key": SERVICE_KEY}
-
-
-def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert set(body) == ERROR_FIELDS, body
-    assert body["request_id"] == response.headers["x-request-id"]
-    assert "Traceback" not in response.text
-    if field is not None:
-        assert body["field"] == field, body
-        assert field in body["error"], body
-    return dict(body)
 
 
 # -- happy paths -------------------------------------------------------------------------

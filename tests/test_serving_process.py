@@ -1,0 +1,385 @@
+"""The serving API beyond the in-process happy paths (tests/test_serving.py), on the same
+small real training run: against a real `bentoml serve` process (every route over HTTP,
+then SIGTERM: the shutdown flush writes every prediction), Schemathesis against the
+service's own `/docs.json`, a reload under load, and which store entry is the champion."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow import MlflowClient
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.python.asgi import shutdown_lifespans
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from sqlalchemy import create_engine, select
+from starlette.testclient import TestClient
+
+from core.config import PROJECT_ROOT, get_settings
+from features.schema import ModelPrediction
+from tests.serving_support import (
+    SCHEMA_TEST_KEY,
+    ServingRun,
+    as_admin,
+    as_service,
+    as_user,
+    import_to_store,
+    service_env,
+    train,
+)
+from training.models import MODELS
+
+FOCUS = "focus-area"
+READY_TIMEOUT_S = 180.0
+SHUTDOWN_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]:
+    """The `model_predictions` rows of these requests (a fresh connection each time)."""
+    engine = create_engine(url)
+    table = ModelPrediction.__table__
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.request_id.in_(request_ids)))
+            return [dict(r) for r in rows.mappings()]
+    finally:
+        engine.dispose()
+
+
+def admin_user() -> dict[str, str]:
+    """A fresh admin caller: reads anyone's rows, and has a rate-limit window of its own."""
+    return as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
+
+
+# -- a real `bentoml serve` process --------------------------------------------------------
+
+
+@pytest.fixture
+def server(served_models: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`bentoml serve` as `prepiq serve` starts it, on a free port, on the fixtures'
+    stores, with a flush interval and batch so long that only the shutdown writes the
+    prediction log. Yields the base URL and the process (stopped at the end if alive)."""
+    settings_now = get_settings()
+    port = free_port()
+    env = {
+        **os.environ,
+        **service_env(served_models),
+        "PREPIQ_HOME": str(settings_now.home),
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "MLFLOW_TRACKING_URI": settings_now.resolved_tracking_uri,
+        "PREPIQ_SERVING_LOG_BATCH_SIZE": "1000000",
+        "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
+        "PREPIQ_LOG_FORMAT": "json",
+    }
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
+        "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT),
+    ]  # fmt: skip
+    log_file = (tmp_path / "serve.log").open("wb")
+    process = subprocess.Popen(
+        command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bentoml serve exited {process.returncode}: {_tail(tmp_path)}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready within {READY_TIMEOUT_S:g} s: {_tail(tmp_path)}")
+            time.sleep(0.5)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the group this fixture started
+            process.wait(timeout=30)
+        log_file.close()
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "serve.log").read_text(errors="replace")[-3000:]
+
+
+def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
+    server: tuple[str, subprocess.Popen[bytes]], served_models: str, student: str
+) -> None:
+    base, process = server
+    expected: Counter[str] = Counter()  # request id -> predictions it makes
+    with httpx.Client(base_url=base, headers=as_service(), timeout=30) as http:
+
+        def call(method: str, route: str, predictions: int, **kwargs: Any) -> Any:
+            request_id = f"proc-{uuid.uuid4().hex[:12]}"
+            answer = http.request(method, route, headers={"X-Request-ID": request_id}, **kwargs)
+            assert answer.status_code == 200, (route, answer.text)
+            assert answer.headers["x-request-id"] == request_id
+            if predictions:
+                expected[request_id] = predictions
+            return answer.json()
+
+        progress = call("POST", "/api/v1/ml/predict/progress", 1, json={"user_id": student})
+        assert progress["forecasts"] and progress["model"]["version"] == "1"
+        focus = call("POST", "/api/v1/ml/predict/focus-areas", 1, json={"user_id": student})
+        assert focus["focus_areas"]
+        recommended = call(
+            "POST", "/api/v1/ml/recommend/topics", 1, json={"user_id": student, "top_k": 3}
+        )
+        assert 0 < len(recommended["recommendations"]) <= 3
+        subject = recommended["recommendations"][0]["subject_id"]
+        ranked = call(
+            "POST", "/api/v1/ml/rank/questions", 1, json={"subject_id": subject, "top_k": 5}
+        )
+        assert len(ranked["questions"]) == 5
+        # A dashboard asks three models; the progress and recommendation views one each.
+        for view, predictions in (("dashboard", 3), ("progress", 1), ("recommendations", 1)):
+            assert call("GET", f"/api/v1/users/{student}/{view}", predictions)["user_id"] == student
+        stored = call("GET", f"/api/v1/users/{student}/predictions", 0)
+        assert stored["user_id"] == student
+        status = call("GET", "/api/v1/ml/models/status", 0)
+        assert status["ready"] is True and len(status["models"]) == len(MODELS)
+        assert sum(m["requests"] for m in status["models"]) == sum(expected.values())
+        reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
+        assert reload.status_code == 200 and reload.json() == {"reloaded": {}}, reload.text
+        for open_route in ("/livez", "/readyz", "/metrics", "/docs.json"):
+            assert http.get(open_route, headers={}).status_code == 200, open_route
+
+    ids = list(expected)
+    assert stored_predictions(served_models, ids) == []  # nothing written before shutdown
+
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=SHUTDOWN_TIMEOUT_S)
+    rows = stored_predictions(served_models, ids)
+    assert Counter(r["request_id"] for r in rows) == expected
+    assert {r["user_id"] for r in rows} == {student, None}  # the ranking is for no student
+    assert {r["model_name"] for r in rows} == {spec.name for spec in MODELS.values()}
+
+
+# -- Schemathesis against the service's own /docs.json -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def api_schema(serving_app: Any) -> Iterator[Any]:
+    """The OpenAPI document the in-process service serves. Schemathesis runs the app's
+    lifespan itself (until exit): it is ended here so the next user can start its own."""
+    yield schemathesis.openapi.from_asgi("/docs.json", serving_app)
+    shutdown_lifespans()
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+EXAMPLES_PER_OPERATION = 5  # x ~10 protected routes: under the key's 60/minute rate limit
+
+
+def test_responses_conform_to_the_published_schema(api_schema: Any) -> None:
+    """Every operation of /docs.json, with valid and invalid generated inputs and a valid
+    API key: no 5xx, and every status, content type, header and body as declared.
+
+    (Schemathesis' own `from_fixture(...).parametrize()` cannot run on pytest 9.2: it
+    renames the node id attribute it sets, so each operation runs here as a Hypothesis
+    test of its own. `/metrics` needs the Prometheus multiprocess folder `bentoml serve`
+    sets up: it is checked against the real process above.)"""
+    in_process = api_schema.exclude(path="/metrics")
+    operations = [result.ok() for result in in_process.get_all_operations()]
+    assert len(operations) >= 12
+    failures: dict[str, str] = {}
+    statuses: Counter[int] = Counter()
+    for operation in operations:
+        strategy = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE),
+            operation.as_strategy(GenerationMode.NEGATIVE),
+        )
+
+        @given(case=strategy)
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: Any) -> None:
+            answer = case.call_and_validate(headers={"X-API-Key": SCHEMA_TEST_KEY}, checks=CHECKS)
+            statuses[answer.status_code] += 1
+
+        try:
+            check()
+        except (Exception, BaseExceptionGroup) as exc:  # every operation's, then all at once
+            failures[operation.label] = str(exc)[:2000]
+    assert failures == {}
+    # The generated requests reached the models and the validation, not only the limits
+    # (most generated user ids are unknown: 404).
+    assert statuses[200] > 0 and statuses[400] > 0 and statuses[404] > 0, statuses
+    assert statuses[429] == 0, statuses
+    print("schemathesis responses by status:", dict(statuses))
+
+
+def test_docs_declare_the_one_error_shape_for_every_protected_route(api_schema: Any) -> None:
+    document = api_schema.raw_schema
+    assert "ErrorBody" in document["components"]["schemas"]
+    protected = {p: item for p, item in document["paths"].items() if p.startswith("/api/")}
+    assert len(protected) >= 9
+    for path, item in protected.items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            for status in ("400", "401", "403", "404", "413", "429", "504"):
+                ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorBody"), (method, path, status)
+
+
+# -- a new champion picked up under load ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def second_focus_version(serving_run: ServingRun, service: Any) -> str:
+    """A second focus-area version, trained on the run's snapshot (registered, marked
+    challenger, not yet in the serving store)."""
+    train(serving_run, [FOCUS], ingest=False)
+    version = MlflowClient().get_model_version_by_alias(MODELS[FOCUS].name, "challenger")
+    assert version.version != "1"
+    return str(version.version)
+
+
+def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
+    serving_app: Any, student: str, second_focus_version: str
+) -> None:
+    name = MODELS[FOCUS].name
+    client = MlflowClient()
+    answers: list[tuple[int, str | None]] = []
+    answered_at: list[float] = []
+    stop = threading.Event()
+
+    with TestClient(serving_app) as http:
+
+        def load() -> None:
+            while not stop.is_set():
+                answer = http.post(
+                    "/api/v1/ml/predict/focus-areas",
+                    json={"user_id": student},
+                    headers=admin_user(),
+                )
+                version = answer.json()["model"]["version"] if answer.status_code == 200 else None
+                answers.append((answer.status_code, version))
+                answered_at.append(time.perf_counter())
+
+        def wait_for(count: int, version: str) -> None:
+            deadline = time.monotonic() + 60
+            while sum(1 for _, v in answers if v == version) < count:
+                assert time.monotonic() < deadline, answers[-5:]
+                time.sleep(0.05)
+
+        before = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+        assert {m["key"]: m["version"] for m in before["models"]}[FOCUS] == "1"
+        worker = threading.Thread(target=load, name="focus-load")
+        worker.start()
+        try:
+            wait_for(5, "1")
+            # What a promotion does: import into the store, then move the alias.
+            tag = import_to_store(FOCUS, second_focus_version)
+            client.set_registered_model_alias(name, "champion", second_focus_version)
+            reload_started = time.perf_counter()
+            reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            reload_ended = time.perf_counter()
+            assert reload.status_code == 200, reload.text
+            assert reload.json() == {"reloaded": {FOCUS: tag}}
+            wait_for(5, second_focus_version)
+        finally:
+            stop.set()
+            worker.join(timeout=60)
+            client.delete_registered_model_alias(name, "champion")
+
+        status = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+    assert [code for code, _ in answers if code != 200] == []
+    # Requests kept being answered while the new model loaded.
+    during = sum(1 for t in answered_at if reload_started < t < reload_ended)
+    print(f"reload: {len(answers)} requests, {during} answered during the reload")
+    assert during >= 1, (reload_ended - reload_started, len(answers))
+    versions = [v for _, v in answers]
+    switched = versions.index(second_focus_version)
+    assert set(versions[:switched]) == {"1"} and set(versions[switched:]) == {second_focus_version}
+    focus = {m["key"]: m for m in status["models"]}[FOCUS]
+    assert focus["version"] == second_focus_version and focus["bento_tag"] == tag
+    assert "champion" in focus["aliases"]
+
+
+# -- which store entry is the champion -----------------------------------------------------
+
+
+def test_serving_loads_the_champion_entry_even_when_a_newer_one_exists(
+    second_focus_version: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Promotion imports into the store before it moves the alias: after a crash between
+    the two, the newest entry is not the champion."""
+    from serving.models import ModelSet, choose_entry, load_model, registry_aliases
+
+    name = MODELS[FOCUS].name
+    client = MlflowClient()
+    tracking_uri = get_settings().resolved_tracking_uri
+    newest = import_to_store(FOCUS, second_focus_version)  # imported, alias never moved
+    client.set_registered_model_alias(name, "champion", "1")
+    try:
+        aliases = registry_aliases(tracking_uri)
+        assert aliases is not None and aliases[name]["champion"] == "1"
+        entry, rule = choose_entry(FOCUS, aliases)
+        assert rule == "champion" and str(entry.tag) != newest
+        assert entry.info.labels["mlflow_version"] == "1"
+        assert "newest store entry is not the champion" in caplog.text
+        # What the service runs at start: every model, one registry call.
+        models = ModelSet(tracking_uri)
+        models.load_all()
+        served = models.get(FOCUS)
+        assert models.ready and served is not None
+        assert served.version == "1" and served.bento_tag == str(entry.tag)
+        assert "champion" in served.aliases
+    finally:
+        client.delete_registered_model_alias(name, "champion")
+
+    # A champion without a store entry: the newest, said so.
+    entry, rule = choose_entry(FOCUS, {name: {"champion": "999"}})
+    assert rule == "newest" and str(entry.tag) == newest
+    assert "champion has no store entry" in caplog.text
+
+    # The registry unreachable: the newest entry, without lineage, and the service starts.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert registry_aliases(dead) is None
+    assert "model registry unreachable" in caplog.text
+    offline = load_model(FOCUS, dead, None)
+    assert offline.bento_tag == newest and offline.version == second_focus_version
+    assert offline.aliases == () and offline.main_metric_value is None
