@@ -36,11 +36,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from core.config import params_section
-from core.exceptions import HoldoutError, SourceDataError
+from core.exceptions import SourceDataError
 from features.focus import FEATURE_COLUMNS, answer_table, feature_matrix, topic_test_stats
 from features.frames import SourceFrames, from_snapshot
 from training.metrics import binary_classification
 from training.model_spec import Outcome, TrainingContext
+from training.slices import student_topic_slices, with_slice_columns
 from training.splits import group_folds, student_split, training_origins
 
 NAME = "prepiq-focus-area"
@@ -91,35 +92,6 @@ def examples_at(
     labelled[LABEL] = (labelled["later_accuracy"] < p.weak_threshold).astype(int)
     labelled["origin"] = pd.Timestamp(origin)
     return labelled
-
-
-# Hold-out columns the promotion gate slices by (never model inputs).
-SLICE_COLUMNS = ("subject", "days_since_joined", "student_attempts_last_30d")
-
-
-def with_slice_columns(
-    examples: pd.DataFrame, frames: SourceFrames, answers: pd.DataFrame, origin: datetime
-) -> pd.DataFrame:
-    """The examples with what the promotion gate slices by: the topic's subject (id), the
-    student's days since joining and answers over the 30 days up to `origin`."""
-    topics = frames["topics"][["id", "subject_id"]].rename(
-        columns={"id": "topic_id", "subject_id": "subject"}
-    )
-    joined = frames["users"].set_index("id")["created_at"]
-    moment = pd.Timestamp(origin)
-    recent = answers[
-        (answers["answered_at"] > moment - pd.Timedelta(days=30))
-        & (answers["answered_at"] <= moment)
-    ]
-    per_student = recent.groupby("user_id").size()
-    out = examples.merge(topics, on="topic_id", how="left")
-    out["days_since_joined"] = (
-        (moment - out["user_id"].map(joined)).dt.total_seconds() / 86400
-    ).to_numpy(dtype=float)
-    out["student_attempts_last_30d"] = (
-        out["user_id"].map(per_student).fillna(0).to_numpy(dtype=float)
-    )
-    return out
 
 
 @dataclass
@@ -464,29 +436,10 @@ class FocusAreaSpec:
         topic's subject, new vs long-standing students (joined under
         `promotion.new_student_days` before the origin), low vs high recent activity
         (answers over the last 30 days below / at least the hold-out students' median)."""
-        missing = [c for c in SLICE_COLUMNS if c not in data.holdout]
-        if missing:
-            raise HoldoutError(
-                f"{NAME}: the frozen hold-out lacks the slice columns {missing}; re-freeze it "
-                "with `prepiq holdout freeze --model focus-area`"
-            )
         holdout = data.holdout
         y = holdout[LABEL].to_numpy()
         probability, decided = model_scores(predict, holdout)
-        new_days = float(ctx.params.get("promotion", {}).get("new_student_days", 60))
-        joined = holdout["days_since_joined"].to_numpy(dtype=float)
-        activity = holdout["student_attempts_last_30d"].to_numpy(dtype=float)
-        median = float(holdout.drop_duplicates("user_id")["student_attempts_last_30d"].median())
-        masks = {
-            f"subject {name}": (holdout["subject"] == name).to_numpy()
-            for name in sorted(holdout["subject"].dropna().unique())
-        }
-        masks |= {
-            "new students": joined < new_days,
-            "long-standing students": joined >= new_days,
-            "low recent activity": activity < median,
-            "high recent activity": activity >= median,
-        }
+        masks = student_topic_slices(holdout, ctx.params, NAME, self.key)
         return {
             name: binary_classification(y[rows], probability[rows], decisions=decided[rows])
             for name, rows in masks.items()

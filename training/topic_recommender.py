@@ -44,12 +44,12 @@ from threadpoolctl import (  # type: ignore[import-untyped]
 )
 
 from core.config import params_section
-from core.exceptions import HoldoutError
 from features.focus import answer_table
 from features.frames import SourceFrames, from_snapshot
 from features.recommend import CANDIDATE_COLUMNS, candidate_topics
 from training.metrics import binary_classification, ranking_metrics
 from training.model_spec import Outcome, TrainingContext
+from training.slices import student_topic_slices, with_slice_columns
 from training.splits import group_folds, student_split, training_origins
 
 NAME = "prepiq-topic-recommender"
@@ -158,8 +158,6 @@ def make_dataset(
     training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
     # The promotion gate's slice columns, built as the focus-area model builds them (a lazy
     # import: serving never needs it).
-    from training.focus_area import with_slice_columns
-
     train_origins = training_origins(
         frames,
         p.first_origin_days,
@@ -732,31 +730,10 @@ class TopicRecommenderSpec:
         subjects. `n` is the number of students averaged (those with a relevant topic in
         the slice), not rows, so `promotion.min_slice_size` counts students; `candidates`
         gives the rows."""
-        from training.focus_area import SLICE_COLUMNS
-
-        missing = [c for c in SLICE_COLUMNS if c not in data.holdout]
-        if missing:
-            raise HoldoutError(
-                f"{NAME}: the frozen hold-out lacks the slice columns {missing}; re-freeze it "
-                f"with `prepiq holdout freeze --model {self.key}`"
-            )
         p = TopicRecommenderParams.from_params(ctx.params)
         holdout = data.holdout
         ranking, _ = model_scores(predict, holdout)
-        new_days = float(ctx.params.get("promotion", {}).get("new_student_days", 60))
-        joined = holdout["days_since_joined"].to_numpy(dtype=float)
-        activity = holdout["student_attempts_last_30d"].to_numpy(dtype=float)
-        median = float(holdout.drop_duplicates("user_id")["student_attempts_last_30d"].median())
-        masks = {
-            f"subject {name}": (holdout["subject"] == name).to_numpy()
-            for name in sorted(holdout["subject"].dropna().unique())
-        }
-        masks |= {
-            "new students": joined < new_days,
-            "long-standing students": joined >= new_days,
-            "low recent activity": activity < median,
-            "high recent activity": activity >= median,
-        }
+        masks = student_topic_slices(holdout, ctx.params, NAME, self.key)
         reports: dict[str, dict[str, float]] = {}
         for name, rows in masks.items():
             if rows.any():
