@@ -6,24 +6,98 @@ Per request only the student's own rows are read; the catalogue (subjects, topic
 papers, questions) is the same for everyone and is kept in memory, refreshed in the
 background after `serving_catalogue_ttl_seconds`. The question ranker's candidates
 depend on the catalogue alone (and every student's question ratings), so they are built
-once per catalogue refresh, not per request."""
+once per catalogue refresh, not per request.
+
+Every student's question ratings are part of the catalogue too: the recommender's
+`mean_rating` is a topic's mean over all students' ratings in training, so the online
+input is built from the other students' ratings (cached) and the student's own (read
+fresh), not from the student's own alone.
+
+Built inputs are cached per student for `PREPIQ_SERVING_FEATURE_CACHE_SECONDS` (default
+5; 0 turns it off), keyed by the student, the builder, the day, the catalogue copy and a
+stamp of the student's rows (row count and newest `updated_at` of every table the
+builder reads, one indexed query): a new or changed row gives a new key, so a cached
+input is never older than its rows, only up to those seconds older in its ages
+(`days_since_last_attempt` and the like), which is what a request a few seconds earlier
+would have got. Building costs 10-30 ms of pandas per request; the stamp query about
+0.3 ms."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from core.logging import get_logger
 from features import focus, progress, questions, recommend
-from features.frames import SHARED_TABLES, SourceFrames, from_source, read_table
+from features.frames import SHARED_TABLES, STUDENT_TABLES, SourceFrames, from_source, read_table
 from serving.errors import NotFoundError
 
 log = get_logger("prepiq.serving.features")
+CACHE_SECONDS_ENV = "PREPIQ_SERVING_FEATURE_CACHE_SECONDS"
+DEFAULT_CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 4096  # least recently used beyond this are dropped
+RATINGS = "question_ratings"
+
+
+def cache_seconds_from_env() -> float:
+    """The feature cache's lifetime from the environment (0 turns the cache off)."""
+    raw = os.environ.get(CACHE_SECONDS_ENV, "").strip()
+    return max(0.0, float(raw)) if raw else DEFAULT_CACHE_SECONDS
+
+
+class InputCache:
+    """Built inputs by key, each kept `seconds` at most, least recently used dropped past
+    `entries`. Thread-safe; callers get a copy, so a caller's edits never reach the cache."""
+
+    def __init__(self, seconds: float, entries: int = CACHE_ENTRIES) -> None:
+        self.seconds = seconds
+        self.entries = entries
+        self._items: OrderedDict[Hashable, tuple[float, pd.DataFrame]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_build(self, key: Hashable, build: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        if self.seconds <= 0:
+            return build()
+        now = time.monotonic()
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None and now - found[0] <= self.seconds:
+                self._items.move_to_end(key)
+                self.hits += 1
+                return found[1].copy()
+            self.misses += 1
+        built = build()  # outside the lock: other students' requests do not wait
+        with self._lock:
+            self._items[key] = (now, built.copy())
+            self._items.move_to_end(key)
+            while len(self._items) > self.entries:
+                self._items.popitem(last=False)
+        return built
+
+
+def stamp_query(tables: tuple[str, ...]) -> str:
+    """One query giving, per student table of `tables`, its row count and newest
+    `updated_at` for the student `:user` (each an indexed lookup)."""
+    parts = []
+    for name in tables:
+        if name not in STUDENT_TABLES:
+            continue
+        column = "id" if name == "users" else "user_id"
+        parts.append(
+            f"(SELECT COUNT(*) FROM {name} WHERE {column} = :user), "
+            f"(SELECT MAX(updated_at) FROM {name} WHERE {column} = :user)"
+        )
+    return "SELECT " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -31,6 +105,7 @@ class Catalogue:
     """The shared tables, the ranker's candidates per subject, and topic facts."""
 
     frames: SourceFrames
+    ratings: pd.DataFrame  # every student's question ratings
     question_candidates: dict[int, pd.DataFrame]
     topics: dict[int, tuple[str, int]]  # topic id -> name, subject id
     loaded_at: float
@@ -38,9 +113,8 @@ class Catalogue:
     @classmethod
     def read(cls, engine: Engine) -> Catalogue:
         frames = from_source(engine, "", SHARED_TABLES)
-        everyone = SourceFrames(
-            {**frames.tables, "question_ratings": read_table(engine, "question_ratings")}
-        )
+        ratings = read_table(engine, RATINGS)
+        everyone = SourceFrames({**frames.tables, RATINGS: ratings})
         history = questions.question_history(everyone, datetime.now(UTC))
         by_subject = {
             int(subject): history[history["subject_id"] == subject].reset_index(drop=True)
@@ -51,17 +125,35 @@ class Catalogue:
             int(t): (str(n), int(s))
             for t, n, s in zip(table["id"], table["name"], table["subject_id"], strict=True)
         }
-        return cls(frames, by_subject, topics, time.monotonic())
+        return cls(frames, ratings, by_subject, topics, time.monotonic())
 
 
 class OnlineFeatures:
     """Builds each model's input for a student (or a subject) from the source."""
 
-    def __init__(self, engine: Engine, catalogue_ttl_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        catalogue_ttl_seconds: float,
+        cache_seconds: float | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.engine = engine
+        self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.ttl = catalogue_ttl_seconds
         self._catalogue = Catalogue.read(engine)
         self._refreshing = threading.Lock()
+        self.cache = InputCache(
+            cache_seconds_from_env() if cache_seconds is None else cache_seconds
+        )
+        self._stamp_queries = {
+            kind: text(stamp_query(("users", *tables)))
+            for kind, tables in (
+                ("progress", progress.TABLES),
+                ("focus", focus.TABLES),
+                ("recommend", recommend.TABLES),
+            )
+        }
 
     @property
     def catalogue(self) -> Catalogue:
@@ -92,20 +184,56 @@ class OnlineFeatures:
             raise NotFoundError(f"user_id: no student {user_id!r}", field="user_id")
         return frames
 
+    def _cached(
+        self, kind: str, user_id: str, extra: Hashable, build: Callable[[], pd.DataFrame]
+    ) -> pd.DataFrame:
+        """`build()`, or its copy from the last few seconds if the student's rows of the
+        builder's tables are unchanged since (see the module docstring)."""
+        if self.cache.seconds <= 0:
+            return build()
+        catalogue = self.catalogue
+        with self.engine.connect() as conn:
+            stamp = tuple(conn.execute(self._stamp_queries[kind], {"user": user_id}).one())
+        key = (kind, user_id, extra, self.now().date(), catalogue.loaded_at, stamp)
+        return self.cache.get_or_build(key, build)
+
     def progress_inputs(self, user_id: str, window_days: int) -> pd.DataFrame:
         """`features.progress.daily_sequences` of the student, ending today."""
-        frames = self.student_rows(user_id, progress.TABLES)
-        return progress.daily_sequences(frames, datetime.now(UTC), window_days)
+
+        def build() -> pd.DataFrame:
+            frames = self.student_rows(user_id, progress.TABLES)
+            return progress.daily_sequences(frames, self.now(), window_days)
+
+        return self._cached("progress", user_id, window_days, build)
 
     def focus_inputs(self, user_id: str) -> pd.DataFrame:
         """`features.focus.topic_test_stats` of the student, as of now."""
-        frames = self.student_rows(user_id, focus.TABLES)
-        return focus.topic_test_stats(frames, datetime.now(UTC))
+
+        def build() -> pd.DataFrame:
+            frames = self.student_rows(user_id, focus.TABLES)
+            return focus.topic_test_stats(frames, self.now())
+
+        return self._cached("focus", user_id, None, build)
 
     def recommend_inputs(self, user_id: str) -> pd.DataFrame:
-        """`features.recommend.candidate_topics` of the student, as of now."""
-        frames = self.student_rows(user_id, recommend.TABLES)
-        return recommend.candidate_topics(frames, datetime.now(UTC))
+        """`features.recommend.candidate_topics` of the student, as of now, with every
+        student's question ratings (as training sees them)."""
+
+        def build() -> pd.DataFrame:
+            frames = self.student_rows(user_id, recommend.TABLES)
+            return recommend.candidate_topics(self.with_everyones_ratings(frames), self.now())
+
+        return self._cached("recommend", user_id, None, build)
+
+    def with_everyones_ratings(self, frames: SourceFrames) -> SourceFrames:
+        """`frames` (one student's) with the other students' question ratings from the
+        catalogue added to the student's own, freshly read ones."""
+        own = frames[RATINGS]
+        everyone = self.catalogue.ratings
+        users = frames["users"]["id"]
+        others = everyone[~everyone["user_id"].isin(users)]
+        ratings = pd.concat([others, own], ignore_index=True) if len(own) else others
+        return SourceFrames({**frames.tables, RATINGS: ratings.reset_index(drop=True)})
 
     def question_inputs(self, subject_id: int) -> pd.DataFrame:
         """`features.questions.question_history` rows of the subject (cached)."""

@@ -1,0 +1,148 @@
+"""Serving's online inputs (`serving.online_features`) equal what the offline builders
+give training for the same students at the same moment: every student's rows read
+whole, as a snapshot holds them, and the builder run over all of them. Also the
+per-student input cache: a hit returns the same input, a changed row rebuilds it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sqlalchemy import Engine, text
+
+from features import focus, progress, recommend
+from features.frames import SourceFrames, read_table
+from serving.online_features import InputCache, OnlineFeatures
+from tests.conftest import END_DATE
+
+AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
+WINDOW_DAYS = 28
+STUDENTS = 4
+
+
+def offline(engine: Engine, tables: tuple[str, ...]) -> SourceFrames:
+    """Every student's rows of `tables`, whole (what a snapshot holds)."""
+    return SourceFrames({name: read_table(engine, name) for name in tables})
+
+
+def one_student(frame: pd.DataFrame, user_id: str) -> pd.DataFrame:
+    return frame[frame["user_id"] == user_id].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def source(seeded_sqlite: tuple[Engine, Path]) -> Engine:
+    return seeded_sqlite[0]
+
+
+@pytest.fixture(scope="module")
+def students(source: Engine) -> list[str]:
+    """A few students with answers, ratings and progress records (and the first one)."""
+    with source.connect() as conn:
+        rated = conn.execute(
+            text(
+                "SELECT DISTINCT r.user_id FROM question_ratings r "
+                "JOIN user_progress p ON p.user_id = r.user_id ORDER BY r.user_id"
+            )
+        ).scalars()
+        return [str(u) for u in rated][:STUDENTS]
+
+
+@pytest.fixture(scope="module")
+def online(source: Engine) -> OnlineFeatures:
+    return OnlineFeatures(source, 300, cache_seconds=0, clock=lambda: AS_OF)
+
+
+Build = Callable[[OnlineFeatures, str], pd.DataFrame]
+CASES: dict[str, tuple[tuple[str, ...], Callable[[SourceFrames], pd.DataFrame], Build]] = {
+    "progress": (
+        progress.TABLES,
+        lambda frames: progress.daily_sequences(frames, AS_OF, WINDOW_DAYS),
+        lambda online, user: online.progress_inputs(user, WINDOW_DAYS),
+    ),
+    "focus": (
+        focus.TABLES,
+        lambda frames: focus.topic_test_stats(frames, AS_OF),
+        lambda online, user: online.focus_inputs(user),
+    ),
+    "recommend": (
+        recommend.TABLES,
+        lambda frames: recommend.candidate_topics(frames, AS_OF),
+        lambda online, user: online.recommend_inputs(user),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_online_inputs_equal_the_offline_builders_output(
+    case: str, source: Engine, students: list[str], online: OnlineFeatures
+) -> None:
+    tables, build_offline, build_online = CASES[case]
+    everyone = build_offline(offline(source, ("users", *tables)))
+    assert len(students) == STUDENTS
+    for user in students:
+        expected = one_student(everyone, user)
+        got = build_online(online, user)
+        assert not expected.empty
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), expected, check_exact=False)
+
+
+def test_recommend_inputs_use_every_students_ratings(
+    source: Engine, students: list[str], online: OnlineFeatures
+) -> None:
+    """`mean_rating` is a topic's mean over all students' ratings, as in training; the
+    student's own ratings alone would give other values."""
+    user = students[0]
+    got = online.recommend_inputs(user)
+    own_only = recommend.candidate_topics(online.student_rows(user, recommend.TABLES), AS_OF)
+    assert not got["mean_rating"].equals(own_only["mean_rating"])
+
+
+def test_cache_returns_the_input_until_a_row_of_the_student_changes(
+    source: Engine, students: list[str]
+) -> None:
+    features = OnlineFeatures(source, 300, cache_seconds=60, clock=lambda: AS_OF)
+    user = students[1]
+    first = features.focus_inputs(user)
+    first.loc[:, "attempts"] = -1.0  # a caller's edit must not reach the cache
+    second = features.focus_inputs(user)
+    assert (features.cache.hits, features.cache.misses) == (1, 1)
+    assert (second["attempts"] > 0).all()
+    with source.begin() as conn:
+        old = conn.execute(
+            text("SELECT MAX(updated_at) FROM test_answers WHERE user_id = :u"), {"u": user}
+        ).scalar_one()
+        newest = text(
+            "UPDATE test_answers SET updated_at = :t WHERE id = "
+            "(SELECT MAX(id) FROM test_answers WHERE user_id = :u)"
+        )
+        conn.execute(newest, {"t": datetime(2099, 1, 1), "u": user})
+    try:
+        third = features.focus_inputs(user)
+        assert features.cache.misses == 2
+        pd.testing.assert_frame_equal(third, second)
+    finally:
+        with source.begin() as conn:
+            conn.execute(newest, {"t": old, "u": user})
+
+
+def test_input_cache_expires_and_keeps_its_size() -> None:
+    cache = InputCache(seconds=0.05, entries=2)
+    frame = pd.DataFrame({"x": [1.0]})
+    builds = []
+
+    def build() -> pd.DataFrame:
+        builds.append(1)
+        return frame
+
+    for key in ("a", "a", "b", "c"):
+        cache.get_or_build(key, build)
+    assert len(builds) == 3 and len(cache._items) == 2
+    import time
+
+    time.sleep(0.06)
+    cache.get_or_build("c", build)
+    assert len(builds) == 4
+    assert len(InputCache(seconds=0)._items) == 0
