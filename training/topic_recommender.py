@@ -771,7 +771,11 @@ class TopicRecommenderSpec:
         count = p.mastery_min_attempts + 5
         excluded, kept, probed = 0, 0, 0
         for user in students:
-            mine = frames.for_users([user])
+            # One student's rows, with every student's question ratings, as serving and
+            # training see them (a topic's mean rating is over all students).
+            mine = SourceFrames(
+                frames.for_users([user]).tables | {"question_ratings": frames["question_ratings"]}
+            )
             ranked = predict(candidate_topics(mine, origin)[INPUT_COLUMNS])
             choices = [int(t) for t in ranked["topic_id"] if int(t) in answerable]
             if not choices:
