@@ -47,7 +47,6 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
@@ -57,27 +56,6 @@ SOURCE_DAYS = 120
 END_DATE = datetime(2026, 11, 20, 23, 59, tzinfo=UTC)
 RANKED = 20
 STARTUP_TIMEOUT = 300.0
-# Model knobs a few hundred students over 120 days can fill (as tests/conftest.py).
-SMALL_DATA_PARAMS: dict[str, dict[str, object]] = {
-    "focus_area": {"label_window_days": 30, "min_label_answers": 4, "holdout_fraction": 0.3},
-    "topic_recommender": {"min_window_answers": 3, "holdout_fraction": 0.3},
-    "progress_forecaster": {
-        "horizons_days": [30, 60],
-        "window_days": 28,
-        "holdout_fraction": 0.3,
-        "cv_folds": 2,
-        "cv_validation_origins": 1,
-        "backtest_days_before_as_of": [90, 60, 30],
-        "batch_size": 64,
-        "search_space": {
-            "hidden_size": [8, 16],
-            "layers": [1, 1],
-            "dropout": [0.0, 0.1],
-            "learning_rate": [0.005, 0.01],
-            "epochs": [3, 6],
-        },
-    },
-}
 TARGETS_P99_MS = {
     "progress": 50.0,
     "focus-areas": 50.0,
@@ -121,11 +99,9 @@ def prepare(home: Path, students: int, trials: int) -> dict[str, Any]:
     done = home / "setup.json"
     if done.exists():
         return dict(json.loads(done.read_text()), reused=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for section, values in SMALL_DATA_PARAMS.items():
-        params[section].update(values)
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "params.yaml").write_text(yaml.safe_dump(params))
+    from synthetic.small_source import write_small_source_params
+
+    write_small_source_params(home)
     configure(home)
     from mlflow import MlflowClient
 

@@ -14,6 +14,8 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from synthetic.small_source import SMALL_SOURCE_PARAMS, write_small_source_params
+
 if TYPE_CHECKING:
     from tests.serving_support import ServingRun
 
@@ -24,23 +26,16 @@ END_DATE = date(2026, 11, 20)  # fixed so seeded rows are comparable across runs
 @pytest.fixture(scope="session", autouse=True)
 def prepiq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test session gets its own PREPIQ_HOME: nothing touches the developer's."""
-    home = tmp_path_factory.mktemp("prepiq_home")
-    saved = {
-        k: os.environ.get(k) for k in ("PREPIQ_HOME", "PREPIQ_SOURCE_URL", "MLFLOW_TRACKING_URI")
-    }
-    os.environ["PREPIQ_HOME"] = str(home)
-    os.environ.pop("PREPIQ_SOURCE_URL", None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
     from core.config import get_settings
 
-    get_settings.cache_clear()
-    get_settings().apply_environment()
-    yield home
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    home = tmp_path_factory.mktemp("prepiq_home")
+    with pytest.MonkeyPatch.context() as patch:  # session-wide; undone at the end
+        patch.setenv("PREPIQ_HOME", str(home))
+        patch.delenv("PREPIQ_SOURCE_URL", raising=False)
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        get_settings().apply_environment()
+        yield home
     get_settings.cache_clear()
 
 
@@ -131,42 +126,15 @@ def fast_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     get_settings.cache_clear()
 
 
-# Model knobs a few hundred students over 120 days can fill (the defaults ask for more
-# history per label than such a small source holds).
-SMALL_DATA_PARAMS: dict[str, dict[str, object]] = {
-    "focus_area": {"label_window_days": 30, "min_label_answers": 4, "holdout_fraction": 0.3},
-    "topic_recommender": {"min_window_answers": 3, "holdout_fraction": 0.3},
-    "progress_forecaster": {
-        "horizons_days": [30, 60],
-        "window_days": 28,
-        "holdout_fraction": 0.3,
-        "cv_folds": 2,
-        "cv_validation_origins": 1,
-        "backtest_days_before_as_of": [90, 60, 30],
-        "batch_size": 64,
-        "search_space": {
-            "hidden_size": [8, 16],
-            "layers": [1, 1],
-            "dropout": [0.0, 0.1],
-            "learning_rate": [0.005, 0.01],
-            "epochs": [3, 6],
-        },
-    },
-}
+SMALL_DATA_PARAMS = SMALL_SOURCE_PARAMS  # the knobs a small seeded source can fill
 
 
 @pytest.fixture
 def small_data_params(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """params.yaml with SMALL_DATA_PARAMS applied, for end-to-end runs on small sources."""
-    import yaml
+    from core.config import get_settings
 
-    from core.config import PROJECT_ROOT, get_settings
-
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in SMALL_DATA_PARAMS.items():
-        params[section].update(values)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+    path = write_small_source_params(tmp_path)
     monkeypatch.setenv("PREPIQ_PARAMS_FILE", str(path))
     get_settings.cache_clear()
     yield path
@@ -249,18 +217,13 @@ def service(served_models: str) -> Iterator[Any]:
     from core.config import get_settings
     from tests.serving_support import service_env
 
-    env = service_env(served_models)
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    get_settings.cache_clear()
-    from serving.service import PrepIQService
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in service_env(served_models).items():
+            patch.setenv(key, value)
+        get_settings.cache_clear()
+        from serving.service import PrepIQService
 
-    yield PrepIQService
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+        yield PrepIQService
     get_settings.cache_clear()
 
 

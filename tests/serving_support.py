@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import yaml
 
-from core.config import PROJECT_ROOT, get_settings
-from tests.conftest import END_DATE, SMALL_DATA_PARAMS
+from core.config import get_settings
+from synthetic.small_source import write_small_source_params
+from tests.conftest import END_DATE
 
 SECRET = "test-secret-" + "x" * 32
 SERVICE_KEY = "service-key-for-tests"
@@ -57,14 +57,7 @@ def service_env(url: str) -> dict[str, str]:
     }
 
 
-def write_small_params(folder: Path) -> Path:
-    """params.yaml with SMALL_DATA_PARAMS applied, in `folder`."""
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    for section, values in SMALL_DATA_PARAMS.items():
-        params[section].update(values)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
+write_small_params = write_small_source_params
 
 
 def train(run: ServingRun, models: list[str] | None = None, *, ingest: bool = True) -> None:
@@ -91,25 +84,14 @@ def train(run: ServingRun, models: list[str] | None = None, *, ingest: bool = Tr
 
 
 def import_to_store(key: str, version: str) -> str:
-    """Import a registered version into the BentoML store as promotion does
-    (`prepiq-<key>`, labelled with its MLflow name, version and run id); returns the tag."""
-    import bentoml
+    """Import a registered version into the BentoML store with promotion's own code;
+    returns the tag."""
     from mlflow import MlflowClient
 
+    from registry.promotion import import_to_serving
     from training.models import MODELS
 
-    spec = MODELS[key]
-    found = MlflowClient().get_model_version(spec.name, version)
-    model = bentoml.mlflow.import_model(
-        f"prepiq-{key}",
-        model_uri=f"models:/{spec.name}/{version}",
-        labels={
-            "mlflow_name": spec.name,
-            "mlflow_version": str(found.version),
-            "run_id": str(found.run_id),
-        },
-    )
-    return str(model.tag)
+    return import_to_serving(MODELS[key], MlflowClient(), version)
 
 
 def token(user_id: str, *, expires_in: float = 3600, secret: str = SECRET, **claims: Any) -> str:
