@@ -42,7 +42,7 @@ from features.frames import SourceFrames, from_snapshot
 from training.metrics import binary_classification
 from training.model_spec import Outcome, TrainingContext
 from training.slices import student_topic_slices, with_slice_columns
-from training.splits import group_folds, student_split, training_origins
+from training.splits import group_folds, window_split
 
 NAME = "prepiq-focus-area"
 LABEL = "weak"
@@ -109,14 +109,17 @@ def make_dataset(
 ) -> FocusAreaData:
     """Split by student and by time: hold-out students are scored at the last origin whose
     window has closed; training students at origins whose windows closed before it."""
-    holdout_origin = as_of - timedelta(days=p.label_window_days)
-    training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
-    train_origins = training_origins(
+    split = window_split(
         frames,
-        p.first_origin_days,
-        holdout_origin - timedelta(days=p.label_window_days),
-        p.origin_step_days,
+        as_of,
+        window_days=p.label_window_days,
+        first_origin_days=p.first_origin_days,
+        step_days=p.origin_step_days,
+        holdout_fraction=p.holdout_fraction,
+        seed=seed,
     )
+    training_frames, holdout_frames = split.training, split.holdout
+    train_origins, holdout_origin = split.train_origins, split.holdout_origin
     # The answer join is made once per group rather than once per origin.
     training_answers = answer_table(training_frames)
     parts = [examples_at(training_frames, t, p, training_answers) for t in train_origins]

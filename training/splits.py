@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -67,3 +68,37 @@ def training_origins(
     """Training origins every `step_days` from `first_origin` up to `last` (the latest
     origin whose labels close before the hold-out's)."""
     return origins(first_origin(frames, first_origin_days), last, step_days)
+
+
+@dataclass(frozen=True)
+class WindowSplit:
+    """Students and points in time of a model labelled over a window after each origin:
+    hold-out students at the last origin whose window has closed; training students at
+    origins whose windows closed before that one opened."""
+
+    training: SourceFrames
+    holdout: SourceFrames
+    train_origins: list[datetime]
+    holdout_origin: datetime
+
+
+def window_split(
+    frames: SourceFrames,
+    as_of: datetime,
+    *,
+    window_days: int,
+    first_origin_days: int,
+    step_days: int,
+    holdout_fraction: float,
+    seed: int,
+) -> WindowSplit:
+    """Split by student and by time for a label over `window_days` after each origin."""
+    holdout_origin = as_of - timedelta(days=window_days)
+    training, holdout = student_split(frames, holdout_fraction, seed)
+    last = holdout_origin - timedelta(days=window_days)
+    return WindowSplit(
+        training=training,
+        holdout=holdout,
+        train_origins=training_origins(frames, first_origin_days, last, step_days),
+        holdout_origin=holdout_origin,
+    )

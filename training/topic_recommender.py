@@ -50,7 +50,7 @@ from features.recommend import CANDIDATE_COLUMNS, candidate_topics
 from training.metrics import binary_classification, ranking_metrics
 from training.model_spec import Outcome, TrainingContext
 from training.slices import student_topic_slices, with_slice_columns
-from training.splits import group_folds, student_split, training_origins
+from training.splits import group_folds, window_split
 
 NAME = "prepiq-topic-recommender"
 LABEL = "relevant"
@@ -154,16 +154,17 @@ def make_dataset(
 ) -> RecommenderData:
     """Split by student and by time: hold-out students are scored at the last origin whose
     window has closed; training students at origins whose windows closed before it."""
-    holdout_origin = as_of - timedelta(days=p.label_window_days)
-    training_frames, holdout_frames = student_split(frames, p.holdout_fraction, seed)
-    # The promotion gate's slice columns, built as the focus-area model builds them (a lazy
-    # import: serving never needs it).
-    train_origins = training_origins(
+    split = window_split(
         frames,
-        p.first_origin_days,
-        holdout_origin - timedelta(days=p.label_window_days),
-        p.origin_step_days,
+        as_of,
+        window_days=p.label_window_days,
+        first_origin_days=p.first_origin_days,
+        step_days=p.origin_step_days,
+        holdout_fraction=p.holdout_fraction,
+        seed=seed,
     )
+    training_frames, holdout_frames = split.training, split.holdout
+    train_origins, holdout_origin = split.train_origins, split.holdout_origin
     training_answers = answer_table(training_frames)
     train = pd.concat(
         [labelled_candidates(training_frames, training_answers, t, p) for t in train_origins],
