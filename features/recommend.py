@@ -148,15 +148,21 @@ CANDIDATE_COLUMNS = (
 )
 
 
-def candidate_topics(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
+def candidate_topics(
+    frames: SourceFrames, as_of: datetime, content: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """One row per (student, enrolled topic) as of `as_of`: the topics a recommendation
     ranks. Interaction columns are 0 for a topic never practised (its accuracies NaN);
     `positions_ahead` is the topic's syllabus position after the furthest topic the student
     has practised in the subject (NaN when none), `difficulty_gap` its question difficulty
-    against the student's preferred level."""
+    against the student's preferred level. `content` is `topic_content` when the caller
+    keeps it: it depends on the catalogue and every student's ratings, not on the
+    student (serving computes it once per catalogue copy, not per request)."""
     context = student_context(frames, as_of)
     practice = interactions(frames, as_of)
-    content = topic_content(frames, as_of).drop(columns="subject_id")
+    if content is None:
+        content = topic_content(frames, as_of)
+    content = content.drop(columns="subject_id")
     frame = context.merge(practice, on=["user_id", "topic_id"], how="left").merge(
         content, on="topic_id", how="left"
     )

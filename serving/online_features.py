@@ -8,10 +8,10 @@ background after `serving_catalogue_ttl_seconds`. The question ranker's candidat
 depend on the catalogue alone (and every student's question ratings), so they are built
 once per catalogue refresh, not per request.
 
-Every student's question ratings are part of the catalogue too: the recommender's
-`mean_rating` is a topic's mean over all students' ratings in training, so the online
-input is built from the other students' ratings (cached) and the student's own (read
-fresh), not from the student's own alone.
+The recommender's topic facts (`recommend.topic_content`: weight, difficulty, paper
+frequency, and `mean_rating` over every student's ratings, as in training) depend on the
+catalogue and the ratings only, so they too are built once per catalogue refresh; a
+request reads none of the ratings table.
 
 Built inputs are cached per student for `PREPIQ_SERVING_FEATURE_CACHE_SECONDS` (default
 5; 0 turns it off), keyed by the student, the builder, the day, the catalogue copy and a
@@ -45,6 +45,8 @@ CACHE_SECONDS_ENV = "PREPIQ_SERVING_FEATURE_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 5.0
 CACHE_ENTRIES = 4096  # least recently used beyond this are dropped
 RATINGS = "question_ratings"
+# What a recommendation reads of the student (ratings come in the catalogue's topic facts).
+RECOMMEND_STUDENT_TABLES = tuple(t for t in recommend.TABLES if t != RATINGS)
 
 
 def cache_seconds_from_env() -> float:
@@ -105,17 +107,16 @@ class Catalogue:
     """The shared tables, the ranker's candidates per subject, and topic facts."""
 
     frames: SourceFrames
-    ratings: pd.DataFrame  # every student's question ratings
+    topic_content: pd.DataFrame  # `recommend.topic_content` over every student's ratings
     question_candidates: dict[int, pd.DataFrame]
     topics: dict[int, tuple[str, int]]  # topic id -> name, subject id
     loaded_at: float
 
     @classmethod
-    def read(cls, engine: Engine) -> Catalogue:
+    def read(cls, engine: Engine, now: datetime) -> Catalogue:
         frames = from_source(engine, "", SHARED_TABLES)
-        ratings = read_table(engine, RATINGS)
-        everyone = SourceFrames({**frames.tables, RATINGS: ratings})
-        history = questions.question_history(everyone, datetime.now(UTC))
+        everyone = SourceFrames({**frames.tables, RATINGS: read_table(engine, RATINGS)})
+        history = questions.question_history(everyone, now)
         by_subject = {
             int(subject): history[history["subject_id"] == subject].reset_index(drop=True)
             for subject in history["subject_id"].unique()
@@ -125,7 +126,8 @@ class Catalogue:
             int(t): (str(n), int(s))
             for t, n, s in zip(table["id"], table["name"], table["subject_id"], strict=True)
         }
-        return cls(frames, ratings, by_subject, topics, time.monotonic())
+        content = recommend.topic_content(everyone, now)
+        return cls(frames, content, by_subject, topics, time.monotonic())
 
 
 class OnlineFeatures:
@@ -141,7 +143,7 @@ class OnlineFeatures:
         self.engine = engine
         self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.ttl = catalogue_ttl_seconds
-        self._catalogue = Catalogue.read(engine)
+        self._catalogue = Catalogue.read(engine, self.now())
         self._refreshing = threading.Lock()
         self.cache = InputCache(
             cache_seconds_from_env() if cache_seconds is None else cache_seconds
@@ -151,7 +153,7 @@ class OnlineFeatures:
             for kind, tables in (
                 ("progress", progress.TABLES),
                 ("focus", focus.TABLES),
-                ("recommend", recommend.TABLES),
+                ("recommend", RECOMMEND_STUDENT_TABLES),
             )
         }
 
@@ -168,7 +170,7 @@ class OnlineFeatures:
 
     def _refresh(self) -> None:
         try:
-            self._catalogue = Catalogue.read(self.engine)
+            self._catalogue = Catalogue.read(self.engine, self.now())
             log.info("catalogue refreshed")
         except Exception as exc:  # keep serving the old copy; the next request retries
             log.warning("catalogue refresh failed", error=str(exc))
@@ -216,24 +218,17 @@ class OnlineFeatures:
         return self._cached("focus", user_id, None, build)
 
     def recommend_inputs(self, user_id: str) -> pd.DataFrame:
-        """`features.recommend.candidate_topics` of the student, as of now, with every
-        student's question ratings (as training sees them)."""
+        """`features.recommend.candidate_topics` of the student, as of now, with the topic
+        facts of the cached catalogue (over every student's ratings, as training sees them;
+        as of the last catalogue refresh)."""
 
         def build() -> pd.DataFrame:
-            frames = self.student_rows(user_id, recommend.TABLES)
-            return recommend.candidate_topics(self.with_everyones_ratings(frames), self.now())
+            frames = self.student_rows(user_id, RECOMMEND_STUDENT_TABLES)
+            return recommend.candidate_topics(
+                frames, self.now(), content=self.catalogue.topic_content
+            )
 
         return self._cached("recommend", user_id, None, build)
-
-    def with_everyones_ratings(self, frames: SourceFrames) -> SourceFrames:
-        """`frames` (one student's) with the other students' question ratings from the
-        catalogue added to the student's own, freshly read ones."""
-        own = frames[RATINGS]
-        everyone = self.catalogue.ratings
-        users = frames["users"]["id"]
-        others = everyone[~everyone["user_id"].isin(users)]
-        ratings = pd.concat([others, own], ignore_index=True) if len(own) else others
-        return SourceFrames({**frames.tables, RATINGS: ratings.reset_index(drop=True)})
 
     def question_inputs(self, subject_id: int) -> pd.DataFrame:
         """`features.questions.question_history` rows of the subject (cached)."""
