@@ -66,6 +66,30 @@ class NotReadyError(ServingError):
     code = "not_ready"
 
 
+class RateLimitedError(ServingError):
+    """Over the caller's rate limit (429, with Retry-After)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message, headers=headers)
+
+
+class OverloadedError(RateLimitedError):
+    code = "overloaded"
+
+
+class TimedOutError(ServingError):
+    status = 504
+    code = "timeout"
+
+
+class TooLargeError(ServingError):
+    status = 413
+    code = "too_large"
+
+
 def error_response(
     status: int,
     message: str,

@@ -26,7 +26,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
 from core.logging import get_logger
-from serving.errors import ServingError, error_response, from_serving_error, normalise
+from serving.errors import (
+    OverloadedError,
+    RateLimitedError,
+    ServingError,
+    TimedOutError,
+    TooLargeError,
+    error_response,
+    from_serving_error,
+    normalise,
+)
 from serving.security import Authenticator
 
 log = get_logger("prepiq.serving.requests")
@@ -99,12 +108,12 @@ class Gateway:
         if not self.limiter.hit(self.rate, principal.caller):
             reset, _ = self.limiter.get_window_stats(self.rate, principal.caller)
             wait = max(1, math.ceil(reset - time.time()))
-            raise _RateLimitedError(
+            raise RateLimitedError(
                 f"rate limit {self.rate} exceeded; retry in {wait} s",
                 headers={"Retry-After": str(wait)},
             )
         if self.in_flight >= self.max_in_flight:
-            raise _OverloadedError(
+            raise OverloadedError(
                 "too many requests in flight; retry shortly", {"Retry-After": "1"}
             )
         self.in_flight += 1
@@ -114,7 +123,7 @@ class Gateway:
             )
         except TimeoutError:
             if not response.started:
-                raise _TimedOutError(f"no answer within {self.timeout:g} s") from None
+                raise TimedOutError(f"no answer within {self.timeout:g} s") from None
         except BodyTooLargeError:
             raise _too_large(self.max_body) from None
         finally:
@@ -137,30 +146,8 @@ class Gateway:
         return wrapped
 
 
-class _RateLimitedError(ServingError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, message: str, headers: dict[str, str]) -> None:
-        super().__init__(message, headers=headers)
-
-
-class _OverloadedError(_RateLimitedError):
-    code = "overloaded"
-
-
-class _TimedOutError(ServingError):
-    status = 504
-    code = "timeout"
-
-
-class _TooLargeError(ServingError):
-    status = 413
-    code = "too_large"
-
-
 def _too_large(limit: int) -> ServingError:
-    return _TooLargeError(f"request body larger than {limit} bytes")
+    return TooLargeError(f"request body larger than {limit} bytes")
 
 
 class _ResponseWriter:
