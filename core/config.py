@@ -120,6 +120,23 @@ class Settings(BaseSettings):
     serving_log_batch_size: int = Field(default=200, ge=1)
     serving_log_flush_seconds: float = Field(default=1.0, gt=0)
 
+    # Database upkeep and alerting.
+    alert_webhook_url: str | None = Field(
+        default=None, description="Alerts are POSTed here as JSON (Slack-style relay, etc.)."
+    )
+    alert_block: str | None = Field(
+        default=None,
+        description="A saved Prefect notification block that alerts go through, as "
+        "`<block-type-slug>/<name>` (e.g. `slack-webhook/ops`).",
+    )
+    alert_timeout_seconds: float = Field(default=5.0, gt=0)
+    slow_query_seconds: float = Field(
+        default=0.5, ge=0, description="Queries slower than this are logged and counted."
+    )
+    prediction_retention_days: int = Field(
+        default=90, ge=0, description="`model_predictions` rows older than this are archived."
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 

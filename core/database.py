@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 
 from core.config import Settings, get_settings
 from core.exceptions import SourceUnavailableError, UnsupportedURLError
+from core.metrics import watch_queries
 from core.security import redact_url
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg", "postgres")
@@ -107,6 +108,7 @@ def get_engine(url: str | None = None, settings: Settings | None = None) -> Engi
         engine = _engines.get(key)
         if engine is None:
             engine = _engines[key] = _build_engine(parsed, settings)
+            watch_queries(engine, settings.slow_query_seconds)
         return engine
 
 

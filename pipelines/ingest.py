@@ -32,6 +32,7 @@ from features.validation import (
     validate_snapshot,
     write_report,
 )
+from pipelines.alerts import alert_on_failure, send_alert
 
 
 def _transient(_task: Any, _run: Any, state: Any) -> bool:
@@ -102,7 +103,7 @@ def validate(
     return report
 
 
-@flow(name="prepiq-ingest", log_prints=True)
+@flow(name="prepiq-ingest", log_prints=True, on_failure=[alert_on_failure])
 def ingest_flow(
     source_url: str | None = None,
     data_dir: Path | None = None,
@@ -172,6 +173,11 @@ def ingest_flow(
     report = validate(staging, as_of, manifest.previous_rows, report_path(data))
     if not report.success:
         rejected = snapshot.reject(staging, data)
+        send_alert(
+            "data_gate_blocked",
+            f"data gate blocked the snapshot as of {as_of.isoformat()}: {report.summary()}",
+            {"report": str(report_path(data)), "rejected_snapshot": str(rejected)},
+        )
         raise DataValidationError(
             f"{report.summary()}. The snapshot was not published (kept in {rejected}); "
             f"full report: {report_path(data)}"

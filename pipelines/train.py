@@ -18,6 +18,7 @@ from core.config import get_settings, load_params
 from core.exceptions import ConfigError
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
+from pipelines.alerts import alert_on_failure
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
 from training.model_spec import TrainingContext
@@ -78,7 +79,7 @@ class TrainReport:
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
-@flow(name="prepiq-train")
+@flow(name="prepiq-train", on_failure=[alert_on_failure])
 def train_flow(
     models: list[str] | None = None,
     trials: int | None = None,
