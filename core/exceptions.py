@@ -49,3 +49,8 @@ class PromotionLockedError(RegistryError):
 
 class HoldoutError(PrepIQError):
     """A frozen hold-out is missing, unreadable or changed since it was frozen."""
+
+
+class ArchiveError(PrepIQError):
+    """Archiving stopped: the archive and the table disagree about a batch (names the file
+    and the id range), or another archive run holds the lock."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 import httpx
 
@@ -21,6 +21,9 @@ from core.config import Settings, get_settings
 from core.exceptions import DataValidationError
 from core.logging import get_logger
 from core.security import redact_url
+
+if TYPE_CHECKING:
+    from registry.promotion import PromotionResult
 
 AlertEvent = Literal[
     "flow_failed", "data_gate_blocked", "promotion_refused", "retraining_triggered"
@@ -139,3 +142,26 @@ def _failure(state: Any) -> BaseException | None:
     except Exception:  # the result could not be read back: not one we can classify
         return None
     return error if isinstance(error, BaseException) else None
+
+
+def alert_if_refused(result: PromotionResult) -> bool:
+    """Send `promotion_refused` when the gate refused a challenger (an absolute check
+    failed: it is unfit to serve). A kept champion is the normal outcome: no alert."""
+    if result.decision != "refused":
+        return False
+    report = result.report
+    challenger = report.challenger.version if report and report.challenger else None
+    return send_alert(
+        "promotion_refused",
+        f"{result.model}: challenger v{challenger} refused by the promotion gate; "
+        f"champion stays {'v' + result.champion if result.champion else 'unset'}",
+        {
+            "model": result.model,
+            "challenger_version": challenger,
+            "champion_version": result.champion,
+            "failed_checks": [
+                r for r in (report.reasons() if report else []) if r.startswith("FAIL")
+            ],
+            "audit_run_id": result.audit_run_id,
+        },
+    )
