@@ -5,13 +5,9 @@ block; an alert that cannot be delivered never breaks its caller."""
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from mlflow import MlflowClient
@@ -25,6 +21,7 @@ from pipelines.train import train_flow
 from prepiq.cli import main
 from registry.aliases import CHAMPION, alias_version
 from synthetic.generator import seed_source
+from tests.alert_inbox import Inbox
 from tests.conftest import END_DATE, migrated_engine
 from tests.test_promotion import (  # noqa: F401  (module fixtures of the promotion tests)
     NAME,
@@ -38,35 +35,6 @@ from training import tracking
 from training.model_spec import Outcome, TrainingContext
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-class Inbox:
-    """A local HTTP endpoint that keeps every JSON body POSTed to it."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.received: list[dict[str, Any]] = []
-        inbox = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                inbox.received.append(json.loads(body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def events(self) -> list[str]:
-        return [str(alert.get("event")) for alert in self.received]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
