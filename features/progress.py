@@ -24,6 +24,7 @@ SEQUENCE_COLUMNS = (
     "completion_percent",
 )
 STATIC_COLUMNS = ("days_to_exam", "days_since_join", "topics_total")
+NO_EXAM_DAYS = 365.0  # days_to_exam of a student with no exam date set
 
 
 def daily_sequences(frames: SourceFrames, as_of: datetime, window_days: int = 90) -> pd.DataFrame:
@@ -85,8 +86,39 @@ def daily_sequences(frames: SourceFrames, as_of: datetime, window_days: int = 90
     )
     topics_total = progress.groupby("user_id")["topics_total"].last()
     table["topics_total"] = table["user_id"].map(topics_total).fillna(0.0).astype(float)
-    table["days_to_exam"] = table["days_to_exam"].fillna(365.0)
+    table["days_to_exam"] = table["days_to_exam"].fillna(NO_EXAM_DAYS)
     table["day_index"] = (table["day"] - as_of_day).dt.days
     table["day"] = table["day"].dt.date
     columns = ["user_id", "day", "day_index", *SEQUENCE_COLUMNS, *STATIC_COLUMNS]
     return table[columns].sort_values(["user_id", "day_index"]).reset_index(drop=True)
+
+
+def sequence_from_days(
+    days: pd.DataFrame, static: dict[str, float], window_days: int, user_id: str = "-"
+) -> pd.DataFrame:
+    """`daily_sequences` rows for one student from days a caller gives (columns `day`,
+    study_minutes, logins, streak_days, test_score (NaN: no test), completion_percent)
+    and the STATIC_COLUMNS values: the window ends at the latest given day. A missing
+    day counts as no activity and no test with completion carried forward, days before
+    the first given one as no activity and no completion, as `daily_sequences` counts
+    the days before a student's first row."""
+    end = pd.Timestamp(max(days["day"]))
+    window = pd.date_range(end - pd.Timedelta(days=window_days - 1), end, freq="D")
+    given = days.assign(day=pd.to_datetime(days["day"])).set_index("day").sort_index()
+    table = pd.DataFrame(index=window)
+    activity = ["study_minutes", "logins", "streak_days"]
+    table[activity] = given[activity].reindex(window).fillna(0.0).astype(float)
+    scores = given["test_score"].reindex(window).astype(float)
+    table["had_test"] = scores.notna().astype(float)
+    table["test_score"] = scores.fillna(0.0)
+    # Completion before the window still carries into it.
+    completion = given["completion_percent"].astype(float)
+    carried = completion.reindex(completion.index.union(window)).ffill().reindex(window)
+    table["completion_percent"] = carried.fillna(0.0)
+    for name in STATIC_COLUMNS:
+        table[name] = float(static[name])
+    table["user_id"] = user_id
+    table["day_index"] = (window - end).days
+    table["day"] = window.date
+    columns = ["user_id", "day", "day_index", *SEQUENCE_COLUMNS, *STATIC_COLUMNS]
+    return table[columns].reset_index(drop=True)

@@ -36,6 +36,7 @@ RegistryAliases = dict[str, dict[str, str]]
 # Each request's model work is small; torch's default of one thread per core would make
 # the forecaster's threads fight the other requests' threads on a 2-core machine.
 TORCH_THREADS = 1
+REGISTRY_PROBE_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def store_name(key: str) -> str:
 def registry_aliases(tracking_uri: str | None) -> RegistryAliases | None:
     """Every PrepIQ registered model's aliases, in one registry call; None when the
     registry cannot be reached (the service then serves the newest store entries)."""
+    if tracking_uri is not None and not tracking_server_up(tracking_uri):
+        log.warning(
+            "model registry unreachable: serving the newest store entries", uri=tracking_uri
+        )
+        return None
     try:
         from mlflow import MlflowClient
 
@@ -83,6 +89,21 @@ def registry_aliases(tracking_uri: str | None) -> RegistryAliases | None:
     return {
         m.name: {a: str(v) for a, v in (m.aliases or {}).items()} for m in found if m.name in names
     }
+
+
+def tracking_server_up(tracking_uri: str, timeout: float = REGISTRY_PROBE_SECONDS) -> bool:
+    """False when `tracking_uri` is an MLflow server that does not answer its `/health`
+    within `timeout`. MLflow's own client retries a dead server with backoff for minutes
+    (MLFLOW_HTTP_REQUEST_MAX_RETRIES), which would hold the service's start that long.
+    A database or file store is not probed (True)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return True
+    import httpx
+
+    try:
+        return httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).is_success
+    except httpx.HTTPError:
+        return False
 
 
 def choose_entry(key: str, aliases: RegistryAliases | None) -> tuple[Any, Chosen]:

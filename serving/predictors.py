@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from features import focus
+from features import focus, progress
 from features.focus import FEATURE_COLUMNS
 from serving import schemas
 from serving.errors import InvalidInputError
@@ -99,7 +99,22 @@ def predict_progress(
     model: ServedModel, features: OnlineFeatures, request: schemas.ProgressRequest
 ) -> Prediction:
     """Completion now and per horizon (median and the q0.1-q0.9 interval)."""
-    inputs = features.progress_inputs(request.user_id, int(model.model.window_days))
+    window_days = int(model.model.window_days)
+    if request.user_id is not None:
+        inputs = features.progress_inputs(request.user_id, window_days)
+    else:
+        assert request.inputs is not None  # the schema asks for one of the two
+        given = request.inputs
+        days = pd.DataFrame([d.model_dump() for d in given.days])
+        _refuse_repeats(days["day"], "inputs.days.{}.day", "day given twice")
+        static = {
+            "days_to_exam": progress.NO_EXAM_DAYS
+            if given.days_to_exam is None
+            else given.days_to_exam,
+            "days_since_join": given.days_since_join,
+            "topics_total": given.topics_total,
+        }
+        inputs = progress.sequence_from_days(days, static, window_days)
     row = model.predict(inputs).iloc[0]
     forecaster = model.model.forecaster
     low, high = min(forecaster.quantiles), max(forecaster.quantiles)
@@ -122,6 +137,14 @@ def predict_progress(
     return Prediction(response, inputs_digest(inputs), request.user_id)
 
 
+def _refuse_repeats(values: pd.Series, field: str, message: str) -> None:
+    """InvalidInputError naming the first repeated value's field (`field` with its index)."""
+    repeated = values.duplicated().to_numpy()
+    if repeated.any():
+        named = field.format(int(np.flatnonzero(repeated)[0]))
+        raise InvalidInputError(f"{named}: {message}", named)
+
+
 def predict_focus_areas(
     model: ServedModel, features: OnlineFeatures, request: schemas.FocusAreasRequest
 ) -> Prediction:
@@ -131,11 +154,7 @@ def predict_focus_areas(
     else:
         assert request.topics is not None  # the schema asks for one of the two
         inputs = pd.DataFrame([t.model_dump() for t in request.topics])
-        duplicated = inputs["topic_id"].duplicated()
-        if duplicated.any():
-            index = int(np.flatnonzero(duplicated.to_numpy())[0])
-            field = f"topics.{index}.topic_id"
-            raise InvalidInputError(f"{field}: topic given twice", field)
+        _refuse_repeats(inputs["topic_id"], "topics.{}.topic_id", "topic given twice")
         inputs = inputs[["topic_id", *FEATURE_COLUMNS]]
     areas: list[schemas.FocusArea] = []
     if not inputs.empty:

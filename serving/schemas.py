@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 EXAMPLE_USER = "06055a97-61f4-406b-b091-a5b5a8586e77"
 MAX_TOPICS = 500  # more than any syllabus holds: a bigger list is a client bug
 MAX_QUESTIONS = 100
+MAX_DAYS = 366  # a year of days: longer than any forecaster window
 
 
 class Strict(BaseModel):
@@ -45,11 +46,50 @@ class ServedBy(BaseModel):
 # -- progress ------------------------------------------------------------------------------
 
 
+class ProgressDay(Strict):
+    """One day of a student's app history, for callers that send the inputs themselves
+    (what `features.progress.daily_sequences` builds from the source for a day)."""
+
+    day: date = Field(description="The day.")
+    study_minutes: float = Field(ge=0, le=1440, description="Minutes studied that day.")
+    logins: float = Field(ge=0, le=1000, description="App logins that day.")
+    streak_days: float = Field(ge=0, le=10_000, description="Study streak on that day.")
+    test_score: float | None = Field(
+        default=None, ge=0, le=100, description="Mean score of the day's tests; null: none."
+    )
+    completion_percent: float = Field(
+        ge=0, le=100, description="Syllabus completion recorded by that day (0-100)."
+    )
+
+
+class ProgressInputs(Strict):
+    """A student's recent days and facts: the forecaster's inputs themselves. The window
+    ends at the latest given day; a missing day counts as no activity with completion
+    carried forward."""
+
+    days: list[ProgressDay] = Field(
+        min_length=1, max_length=MAX_DAYS, description="Recent days, one per date."
+    )
+    days_to_exam: float | None = Field(
+        default=None, ge=-3650, le=3650, description="Days to the exam; null: not set."
+    )
+    days_since_join: float = Field(ge=0, le=36_500, description="Days since the student joined.")
+    topics_total: float = Field(ge=0, le=100_000, description="Topics in the enrolled syllabus.")
+
+
 class ProgressRequest(Strict):
-    """Forecast a student's syllabus completion."""
+    """Forecast a student's syllabus completion: give `user_id` (rows read from the
+    source) or `inputs` (the student's days themselves), not both."""
 
     model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER}})
-    user_id: UserId
+    user_id: UserId | None = None
+    inputs: ProgressInputs | None = Field(default=None, description="Instead of a user_id.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ProgressRequest:
+        if (self.user_id is None) == (self.inputs is None):
+            raise ValueError("give exactly one of user_id or inputs")
+        return self
 
 
 class CompletionForecast(BaseModel):
@@ -64,7 +104,7 @@ class CompletionForecast(BaseModel):
 class ProgressResponse(BaseModel):
     """Completion now and forecast at each horizon the model was trained for."""
 
-    user_id: str = Field(description="The student.")
+    user_id: str | None = Field(description="The student, when asked by user_id.")
     completion_now: float = Field(description="Completion recorded up to today (0-100).")
     forecasts: list[CompletionForecast] = Field(description="One per horizon, nearest first.")
     model: ServedBy

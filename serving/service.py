@@ -14,6 +14,7 @@ waiting for a thread hold no thread. torch runs one thread per call (`serving.mo
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 from core.database import get_engine  # noqa: E402
 from core.logging import configure_logging, get_logger  # noqa: E402
 from features.schema import ModelPrediction  # noqa: E402
-from serving import predictors, schemas  # noqa: E402
+from serving import metrics, predictors, schemas  # noqa: E402
 from serving.errors import NotFoundError, NotReadyError, ServingError, from_serving_error  # noqa: E402
 from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
 from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
@@ -48,6 +49,23 @@ Predictor = Callable[[ServedModel, OnlineFeatures, Any], predictors.Prediction]
 DASHBOARD_TOP = 5
 STORED_PREDICTIONS = 50
 
+
+class ClientErrorFilter(logging.Filter):
+    """Drops BentoML's "Exception on <path>" error (with its traceback) when the exception
+    is a client error: a ServingError under 500 or pydantic's input validation. The gateway
+    answers those with a 4xx and logs one request line; a traceback per bad request would
+    bury real errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, ServingError):
+            return exc.status >= 500
+        return not isinstance(exc, ValidationError)
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorFilter())
 views = FastAPI(title="PrepIQ views", docs_url=None, redoc_url=None, openapi_url=None)
 SETTINGS = get_settings()
 
@@ -71,6 +89,7 @@ class PrepIQService:
         self.started_at = datetime.now(UTC)
         self.models = ModelSet(settings.resolved_tracking_uri)
         self.models.load_all()
+        self._report_served({})
         self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
         self.predictions = PredictionLog(
             engine, settings.serving_log_batch_size, settings.serving_log_flush_seconds
@@ -123,11 +142,18 @@ class PrepIQService:
         Each model is swapped in only once loaded, so no request is dropped."""
         try:
             _principal(ctx.request.scope).require_admin()
+            before = {m.key: m.version for m in self.models}
             changed = await anyio.to_thread.run_sync(self.models.reload)
         except ServingError as exc:
             ctx.request.scope["state"][ERROR_KEY] = exc
             raise
+        self._report_served(before)
         return schemas.ReloadResponse(reloaded=changed)
+
+    def _report_served(self, before: dict[str, str]) -> None:
+        """The served-version gauge of every model (`before`: versions served until now)."""
+        for model in self.models:
+            metrics.record_served(model.key, model.name, model.version, before.get(model.key))
 
     async def _api(self, ctx: bentoml.Context, key: str, body: Req, predict: Predictor) -> Any:
         """Run one prediction route: authorise, predict in a worker thread, record stats
@@ -156,11 +182,14 @@ class PrepIQService:
             prediction = await anyio.to_thread.run_sync(
                 predict, model, self.features, body, limiter=self.threads
             )
-        except Exception:
+        except Exception as exc:
             self.stats[key].record(1000 * (time.perf_counter() - started), ok=False)
+            metrics.record_error(key, exc.status if isinstance(exc, ServingError) else 500)
             raise
-        latency_ms = 1000 * (time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        latency_ms = 1000 * seconds
         self.stats[key].record(latency_ms, ok=True)
+        metrics.record_success(key, model.version, seconds)
         self.predictions.record(
             model_name=model.name,
             model_version=model.version,

@@ -82,6 +82,30 @@ def test_online_reads_only_that_students_rows(
     assert len(online["topics"]) == len(offline["topics"])  # catalogue tables come whole
 
 
+@pytest.mark.parametrize("keep_every", [1, 3])
+def test_a_sequence_from_given_days_is_the_one_built_from_the_source(
+    offline: SourceFrames, keep_every: int
+) -> None:
+    """What serving builds from the days a caller sends equals what training builds from
+    the rows, also when the caller sends only some days (the rest: no activity, no test,
+    completion carried forward, as the builder counts a day without rows)."""
+    student = _busy_student(offline)
+    built = progress.daily_sequences(offline.for_users([student]), AS_OF, window_days=60)
+    days = built.assign(test_score=built["test_score"].where(built["had_test"] > 0))
+    quiet = (days["study_minutes"] == 0) & (days["logins"] == 0) & (days["had_test"] == 0)
+    # A day the caller leaves out must be one without activity; keep every day whose
+    # completion changed, so carrying forward gives the same values, and the last day,
+    # where the window ends.
+    changed = days["completion_percent"].diff().fillna(1.0) != 0
+    last = days.index == days.index[-1]
+    sent = days[~quiet | changed | last | (days.index % keep_every == 0)]
+    static = {c: float(built.iloc[-1][c]) for c in progress.STATIC_COLUMNS}
+    columns = ["day", "study_minutes", "logins", "streak_days", "test_score", "completion_percent"]
+    rebuilt = progress.sequence_from_days(sent[columns], static, 60, user_id=student)
+    assert len(sent) < len(built) or keep_every == 1
+    pd.testing.assert_frame_equal(rebuilt, built, check_dtype=False)
+
+
 def test_focus_features_see_a_student_failing_a_topic(offline: SourceFrames) -> None:
     stats = focus.topic_test_stats(offline, AS_OF)
     worst = stats.sort_values("smoothed_accuracy").iloc[0]

@@ -127,6 +127,46 @@ def test_focus_areas_from_sent_inputs_match_those_built_from_the_source(
     assert sent.json()["user_id"] is None
 
 
+def test_progress_from_sent_days_matches_the_forecast_from_the_source(
+    client: TestClient, student: str, served_models: str
+) -> None:
+    from core.database import get_engine
+    from serving.online_features import OnlineFeatures
+
+    built = OnlineFeatures(get_engine(served_models), 600).progress_inputs(student, 30)
+    days = [
+        {
+            "day": str(r["day"]),
+            "study_minutes": r["study_minutes"],
+            "logins": r["logins"],
+            "streak_days": r["streak_days"],
+            "test_score": r["test_score"] if r["had_test"] else None,
+            "completion_percent": r["completion_percent"],
+        }
+        for r in built.to_dict("records")
+    ]
+    last = built.iloc[-1]
+    inputs = {
+        "days": days,
+        "days_to_exam": last["days_to_exam"],
+        "days_since_join": last["days_since_join"],
+        "topics_total": last["topics_total"],
+    }
+    sent = client.post("/api/v1/ml/predict/progress", json={"inputs": inputs}, headers=as_service())
+    by_id = client.post(
+        "/api/v1/ml/predict/progress", json={"user_id": student}, headers=as_service()
+    )
+    assert sent.status_code == by_id.status_code == 200, sent.text
+    assert sent.json()["forecasts"] == by_id.json()["forecasts"]
+    assert sent.json()["user_id"] is None
+    twice = {**inputs, "days": [days[0], days[0]]}
+    assert_error(
+        client.post("/api/v1/ml/predict/progress", json={"inputs": twice}, headers=as_service()),
+        400,
+        "inputs.days.1.day",
+    )
+
+
 def test_models_status_reports_each_model_and_its_traffic(client: TestClient, student: str) -> None:
     client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service())
     assert client.get("/readyz").status_code == 200
@@ -230,10 +270,40 @@ def focus_row(**changes: Any) -> dict[str, Any]:
     return row
 
 
+def progress_day(**changes: Any) -> dict[str, Any]:
+    day = {
+        "day": "2026-11-20",
+        "study_minutes": 30,
+        "logins": 1,
+        "streak_days": 3,
+        "test_score": None,
+        "completion_percent": 40,
+    }
+    return day | changes
+
+
 @pytest.mark.parametrize(
     ("route", "body", "status", "field"),
     [
-        ("/api/v1/ml/predict/progress", {}, 400, "user_id"),
+        ("/api/v1/ml/predict/progress", {}, 400, None),
+        (
+            "/api/v1/ml/predict/progress",
+            {"inputs": {"days": [], "days_since_join": 1, "topics_total": 5}},
+            400,
+            "inputs.days",
+        ),
+        (
+            "/api/v1/ml/predict/progress",
+            {
+                "inputs": {
+                    "days": [progress_day(completion_percent=120)],
+                    "days_since_join": 1,
+                    "topics_total": 5,
+                }
+            },
+            400,
+            "inputs.days.0.completion_percent",
+        ),
         ("/api/v1/ml/predict/progress", {"user_id": 42}, 400, "user_id"),
         ("/api/v1/ml/predict/progress", {"user_id": "no-such-student"}, 404, "user_id"),
         ("/api/v1/ml/predict/progress", {"user_id": "x", "extra": 1}, 400, "extra"),
@@ -264,7 +334,7 @@ def focus_row(**changes: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_input_gets_4xx_naming_the_field(
-    client: TestClient, route: str, body: dict[str, Any], status: int, field: str
+    client: TestClient, route: str, body: dict[str, Any], status: int, field: str | None
 ) -> None:
     assert_error(client.post(route, json=body, headers=as_service()), status, field)
 

@@ -173,6 +173,26 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
         assert reload.status_code == 200 and reload.json() == {"reloaded": {}}, reload.text
         for open_route in ("/livez", "/readyz", "/metrics", "/docs.json"):
             assert http.get(open_route, headers={}).status_code == 200, open_route
+        missing = http.post("/api/v1/ml/predict/focus-areas", json={"user_id": "nobody"})
+        assert missing.status_code == 404
+        scraped = prometheus_samples(http.get("/metrics", headers={}).text)
+
+    # The service's own metrics on /metrics, per model (BentoML's are per route).
+    answered = by_model(scraped, "prepiq_model_requests_total")
+    assert set(answered) == set(MODELS)
+    assert sum(answered.values()) == sum(expected.values())
+    assert by_model(scraped, "prepiq_model_latency_seconds_count") == answered
+    assert by_model(scraped, "prepiq_model_errors_total") == {"focus-area": 1}
+    assert (
+        "prepiq_model_errors_total",
+        frozenset({("model", "focus-area"), ("status", "404")}),
+    ) in scraped
+    served = {
+        dict(labels)["model"]: dict(labels)["version"]
+        for (name, labels), value in scraped.items()
+        if name == "prepiq_model_served_version" and value == 1
+    }
+    assert served == dict.fromkeys(MODELS, "1")
 
     ids = list(expected)
     assert stored_predictions(served_models, ids) == []  # nothing written before shutdown
@@ -183,6 +203,31 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
     assert Counter(r["request_id"] for r in rows) == expected
     assert {r["user_id"] for r in rows} == {student, None}  # the ranking is for no student
     assert {r["model_name"] for r in rows} == {spec.name for spec in MODELS.values()}
+
+
+Sample = tuple[str, frozenset[tuple[str, str]]]
+
+
+def prometheus_samples(text: str) -> dict[Sample, float]:
+    """(metric name, labels) -> value of every sample of a /metrics answer, parsed by
+    prometheus_client's own text parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def by_model(samples: dict[Sample, float], name: str) -> dict[str, float]:
+    """Model key -> summed value of the samples of metric `name`."""
+    found: dict[str, float] = {}
+    for (sample, labels), value in samples.items():
+        if sample == name:
+            model = dict(labels)["model"]
+            found[model] = found.get(model, 0.0) + value
+    return found
 
 
 # -- Schemathesis against the service's own /docs.json -----------------------------------

@@ -1,0 +1,59 @@
+"""The service's own Prometheus metrics, next to BentoML's on `/metrics`: per model, the
+requests answered, their latency, the errors by status, and the version served.
+
+Plain `prometheus_client` (BentoML 1.4 deprecates its `bentoml.metrics` wrapper): `bentoml
+serve` sets PROMETHEUS_MULTIPROC_DIR before it starts a worker, so these write to that
+folder and every worker's samples reach the one `/metrics` answer.
+
+    prepiq_model_requests_total{model, version}            counter
+    prepiq_model_errors_total{model, status}               counter
+    prepiq_model_latency_seconds{model}                    histogram (buckets below)
+    prepiq_model_served_version{model, name, version}      gauge: 1 served, 0 replaced
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# From a cached answer (about 2 ms) to the request timeout.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter(
+    name="prepiq_model_requests_total",
+    documentation="Predictions answered, by model key and served version.",
+    labelnames=["model", "version"],
+)
+ERRORS = Counter(
+    name="prepiq_model_errors_total",
+    documentation="Predictions that failed, by model key and HTTP status answered.",
+    labelnames=["model", "status"],
+)
+LATENCY = Histogram(
+    name="prepiq_model_latency_seconds",
+    documentation="Time to build the input and run the model, by model key.",
+    labelnames=["model"],
+    buckets=LATENCY_BUCKETS,
+)
+SERVED_VERSION = Gauge(
+    name="prepiq_model_served_version",
+    documentation="1 for the registered version each model key serves now, 0 for one it "
+    "served before a reload.",
+    labelnames=["model", "name", "version"],
+    multiprocess_mode="livemax",
+)
+
+
+def record_success(key: str, version: str, seconds: float) -> None:
+    REQUESTS.labels(model=key, version=version).inc()
+    LATENCY.labels(model=key).observe(seconds)
+
+
+def record_error(key: str, status: int) -> None:
+    ERRORS.labels(model=key, status=str(status)).inc()
+
+
+def record_served(key: str, name: str, version: str, replaced: str | None = None) -> None:
+    """Mark `version` as served for `key` (and `replaced`, the one before it, as not)."""
+    if replaced is not None and replaced != version:
+        SERVED_VERSION.labels(model=key, name=name, version=replaced).set(0)
+    SERVED_VERSION.labels(model=key, name=name, version=version).set(1)
