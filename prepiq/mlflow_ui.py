@@ -21,6 +21,8 @@ from core.exceptions import ConfigError
 
 HOST = "127.0.0.1"  # the UI has no login: it is never bound to another interface
 STOP_GRACE_SECONDS = 10.0
+# Ctrl+C, a supervisor, a closed terminal: each stops the server with `prepiq ui`.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def store_uri(settings: Settings) -> str:
@@ -65,7 +67,7 @@ def require_free_port(port: int) -> None:
 
 
 class _StopRequestedError(Exception):
-    """Ctrl+C (SIGINT) or SIGTERM reached `prepiq ui`."""
+    """One of STOP_SIGNALS reached `prepiq ui`."""
 
 
 def _request_stop(signum: int, frame: FrameType | None) -> None:
@@ -75,7 +77,7 @@ def _request_stop(signum: int, frame: FrameType | None) -> None:
 def run_server(command: list[str], env: dict[str, str]) -> int:
     """Run the server until it exits or a stop is requested; then stop its whole process
     group. Returns the server's exit code, or 0 after a requested stop."""
-    handlers = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {sig: signal.signal(sig, _request_stop) for sig in STOP_SIGNALS}
     process: subprocess.Popen[bytes] | None = None
     try:
         process = subprocess.Popen(command, env=env, start_new_session=True)
@@ -94,7 +96,7 @@ def run_server(command: list[str], env: dict[str, str]) -> int:
 
 def stop_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
     """SIGTERM to every process of `process`'s group, SIGKILL to what is left after
-    `grace` seconds; returns once the group is empty (or only the dead remain)."""
+    `grace` seconds; returns once no process of the group is left."""
     group = process.pid  # start_new_session made the server its group's leader
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
