@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from filelock import FileLock, Timeout
 from prefect import flow, get_run_logger, task
-from sqlalchemy import Engine, Table, delete, func, select
+from sqlalchemy import ColumnElement, Engine, String, Table, delete, func, literal, select
 
 from core.config import get_settings
 from core.database import get_engine
@@ -93,6 +93,8 @@ def archive_predictions(
         raise ConfigError(f"batch rows must be at least 1, got {batch_rows}")
     report = ArchiveReport(cutoff=cutoff.isoformat())
     while (day := oldest_day(engine, cutoff)) is not None:
+        if day.isoformat() in report.days:  # never loop on rows the day's filter misses
+            raise ArchiveError(f"model_predictions rows of {day} remain after archiving that day")
         archive_day(engine, root, day, batch_rows, report)
         report.days.append(day.isoformat())
     return report
@@ -101,7 +103,7 @@ def archive_predictions(
 def oldest_day(engine: Engine, before: datetime) -> date | None:
     with engine.connect() as conn:
         oldest = conn.execute(
-            select(func.min(TABLE.c.created_at)).where(TABLE.c.created_at < before)
+            select(func.min(TABLE.c.created_at)).where(TABLE.c.created_at < _at(engine, before))
         ).scalar()
     return None if oldest is None else _utc(oldest).date()
 
@@ -123,13 +125,7 @@ def archive_day(
 
 def read_batch(engine: Engine, day: date, batch_rows: int) -> list[dict[str, Any]]:
     """The day's oldest rows by id (all of that day's rows up to the last id returned)."""
-    start, end = _day_bounds(day)
-    query = (
-        select(TABLE)
-        .where(TABLE.c.created_at >= start, TABLE.c.created_at < end)
-        .order_by(TABLE.c.id)
-        .limit(batch_rows)
-    )
+    query = select(TABLE).where(*_on_day(engine, day)).order_by(TABLE.c.id).limit(batch_rows)
     with engine.connect() as conn:
         return [dict(row) for row in conn.execute(query).mappings()]
 
@@ -160,12 +156,7 @@ def delete_archived(engine: Engine, part: Path) -> int:
         raise ArchiveError(f"unexpected file in the archive: {part}")
     first, last = int(match[1]), int(match[2])
     day = date.fromisoformat(part.parent.name.removeprefix("day="))
-    start, end = _day_bounds(day)
-    where = (
-        TABLE.c.id.between(first, last),
-        TABLE.c.created_at >= start,
-        TABLE.c.created_at < end,
-    )
+    where = (TABLE.c.id.between(first, last), *_on_day(engine, day))
     expected = pq.read_metadata(part).num_rows
     with engine.begin() as conn:
         present = conn.execute(select(func.count()).select_from(TABLE).where(*where)).scalar()
@@ -190,9 +181,22 @@ def read_archive(root: Path) -> pa.Table:
     )
 
 
-def _day_bounds(day: date) -> tuple[datetime, datetime]:
+def _on_day(engine: Engine, day: date) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """`created_at` within the UTC day."""
     start = datetime.combine(day, time(), tzinfo=UTC)
-    return start, start + timedelta(days=1)
+    return (
+        TABLE.c.created_at >= _at(engine, start),
+        TABLE.c.created_at < _at(engine, start + timedelta(days=1)),
+    )
+
+
+def _at(engine: Engine, moment: datetime) -> Any:
+    """A whole-second bound for comparing with `created_at`. SQLite compares timestamps as
+    text, and rows hold both `... 00:00:00` (its CURRENT_TIMESTAMP) and `... 00:00:00.000000`
+    (SQLAlchemy's): a bound without the fraction sorts right against both."""
+    if engine.dialect.name != "sqlite":
+        return moment
+    return literal(moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), String)
 
 
 def _utc(moment: datetime) -> datetime:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, delete, insert, select, text
 
 from core.config import get_settings
 from core.exceptions import ArchiveError
@@ -162,3 +162,27 @@ def test_cli_archive_uses_the_retention_setting(
         assert main(["archive", "--retention-days", "-1"]) == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_sqlite_timestamps_with_and_without_fractions_fall_on_their_own_day(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """SQLite keeps timestamps as text: its CURRENT_TIMESTAMP writes `... 00:00:00`,
+    SQLAlchemy `... 00:00:00.000000`; both must be archived under their own day."""
+    engine = migrated_engine(sqlite_url)
+    stamps = ["2026-08-01 00:00:00", "2026-08-02 00:00:00", "2026-08-02 00:00:00.000000"]
+    with engine.begin() as conn:
+        for stamp in [*stamps, "2026-08-03 00:00:00"]:
+            conn.execute(
+                text(
+                    "INSERT INTO model_predictions (model_name, model_version, request_id, "
+                    "inputs_digest, request, response, latency_ms, created_at) VALUES "
+                    "('m', '1', 'r', 'x', '{}', '{}', 1.0, :stamp)"
+                ),
+                {"stamp": stamp},
+            )
+    cutoff = datetime(2026, 8, 3, tzinfo=UTC)
+    report = archive.archive_predictions(engine, tmp_path, cutoff, batch_rows=10)
+    assert report.days == ["2026-08-01", "2026-08-02"]
+    assert [int(p.name.split("-")[1]) for p in sorted(tmp_path.rglob("*.parquet"))] == [1, 2]
+    assert table_ids(engine) == [4]
