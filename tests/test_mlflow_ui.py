@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +71,14 @@ class RunningUI:
 
     def orphans(self) -> list[str]:
         """The processes `prepiq ui` started that still run."""
-        return [
-            " ".join(p.cmdline()[:4])
-            for p in self.children
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-        ]
+        return [" ".join(p.cmdline()[:4]) for p in self.children if _running(p)]
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
 
 
 @contextmanager
@@ -84,7 +87,7 @@ def prepiq_ui(tracking_uri: str, folder: Path) -> Iterator[RunningUI]:
     where training wrote the artifacts), ready to answer. Whatever is still running at the
     end is killed."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PREPIQ_LOG_FORMAT": "json"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     log = folder / "prepiq-ui.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -109,8 +112,8 @@ def prepiq_ui(tracking_uri: str, folder: Path) -> Iterator[RunningUI]:
         if process.poll() is None:
             process.kill()
         for child in ui.children:
-            if child.is_running():
-                child.kill()
+            with suppress(psutil.NoSuchProcess):
+                child.kill()  # kill() checks the process is still the one started
         process.wait(timeout=STOP_TIMEOUT_S)
 
 
