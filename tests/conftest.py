@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from synthetic.small_source import SMALL_SOURCE_PARAMS, write_small_source_params
 
 if TYPE_CHECKING:
+    from tests.alert_inbox import Inbox
     from tests.serving_support import ServingRun
 
 POSTGRES_SERVER = os.environ.get("PREPIQ_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
@@ -107,6 +108,20 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def alert_inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
+    """A local HTTP endpoint set as PREPIQ_ALERT_WEBHOOK_URL: it keeps every alert sent."""
+    from core.config import get_settings
+    from tests.alert_inbox import Inbox
+
+    endpoint = Inbox()
+    monkeypatch.setenv("PREPIQ_ALERT_WEBHOOK_URL", endpoint.url)
+    get_settings.cache_clear()
+    yield endpoint
+    endpoint.close()
+    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ block; an alert that cannot be delivered never breaks its caller."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -37,20 +36,9 @@ from training.model_spec import Outcome, TrainingContext
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-@pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    """The endpoint, set as PREPIQ_ALERT_WEBHOOK_URL."""
-    endpoint = Inbox()
-    monkeypatch.setenv("PREPIQ_ALERT_WEBHOOK_URL", endpoint.url)
-    get_settings.cache_clear()
-    yield endpoint
-    endpoint.close()
-    get_settings.cache_clear()
-
-
-def test_an_alert_is_posted_as_json(inbox: Inbox) -> None:
+def test_an_alert_is_posted_as_json(alert_inbox: Inbox) -> None:
     assert send_alert("retraining_triggered", "drift on 3 features", {"psi": 0.4}) is True
-    (alert,) = inbox.received
+    (alert,) = alert_inbox.received
     assert alert["event"] == "retraining_triggered"
     assert alert["summary"] == "drift on 3 features"
     assert alert["details"] == {"psi": 0.4}
@@ -76,36 +64,38 @@ def test_an_undeliverable_alert_is_logged_not_raised(capsys: pytest.CaptureFixtu
 
 
 def test_an_alert_goes_through_a_prefect_notification_block(
-    inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+    alert_inbox: Inbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
     CustomWebhookNotificationBlock(
         name="prepiq-ops",
-        url=inbox.url,
+        url=alert_inbox.url,
         json_data={"event": "{{subject}}", "text": "{{body}}"},
     ).save("prepiq-ops", overwrite=True)
     monkeypatch.delenv("PREPIQ_ALERT_WEBHOOK_URL")
     monkeypatch.setenv("PREPIQ_ALERT_BLOCK", "custom-webhook/prepiq-ops")
     get_settings.cache_clear()
     assert send_alert("data_gate_blocked", "gate failed", {"table": "tests"}) is True
-    (alert,) = inbox.received
+    (alert,) = alert_inbox.received
     assert alert == {"event": "PrepIQ data_gate_blocked", "text": "gate failed\n\ntable: tests"}
     monkeypatch.setenv("PREPIQ_ALERT_BLOCK", "custom-webhook/no-such-block")
     get_settings.cache_clear()
     assert send_alert("data_gate_blocked", "gate failed") is False
 
 
-def test_a_failed_flow_sends_an_alert(inbox: Inbox) -> None:
+def test_a_failed_flow_sends_an_alert(alert_inbox: Inbox) -> None:
     with pytest.raises(ConfigError, match="unknown model"):
         train_flow(models=["no-such-model"])
-    (alert,) = inbox.received
+    (alert,) = alert_inbox.received
     assert alert["event"] == "flow_failed"
     assert alert["details"]["flow"] == "prepiq-train"
     assert "unknown model" in alert["details"]["message"]
 
 
-def test_a_blocked_data_gate_sends_one_alert(inbox: Inbox, sqlite_url: str, tmp_path: Path) -> None:
+def test_a_blocked_data_gate_sends_one_alert(
+    alert_inbox: Inbox, sqlite_url: str, tmp_path: Path
+) -> None:
     engine = migrated_engine(sqlite_url)
     seed_source(
         engine, students=20, seed=4, days=90, end_date=END_DATE, truth_dir=tmp_path / "truth"
@@ -114,14 +104,14 @@ def test_a_blocked_data_gate_sends_one_alert(inbox: Inbox, sqlite_url: str, tmp_
     with pytest.raises(DataValidationError):
         ingest_flow(source_url=sqlite_url, data_dir=tmp_path / "data", as_of=stale)
     # The gate's own alert; the flow's failure hook does not repeat it.
-    assert inbox.events() == ["data_gate_blocked"]
-    assert "expect_column_max_to_be_between" in inbox.received[0]["summary"]
-    assert inbox.received[0]["details"]["report"].endswith("report.json")
+    assert alert_inbox.events() == ["data_gate_blocked"]
+    assert "expect_column_max_to_be_between" in alert_inbox.received[0]["summary"]
+    assert alert_inbox.received[0]["details"]["report"].endswith("report.json")
 
 
 @pytest.mark.usefixtures("small_data_params")
 def test_a_refused_promotion_sends_an_alert(
-    inbox: Inbox,
+    alert_inbox: Inbox,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     context: TrainingContext,  # noqa: F811
@@ -136,7 +126,7 @@ def test_a_refused_promotion_sends_an_alert(
     worse = register(outcome, variants["never_weak"])  # flags nothing: below the baselines
     assert main(["promote", "--model", "focus-area"]) == 3
     assert alias_version(MlflowClient(tracking_uri=uri, registry_uri=uri), NAME, CHAMPION) is None
-    (alert,) = inbox.received
+    (alert,) = alert_inbox.received
     assert alert["event"] == "promotion_refused"
     assert alert["details"]["model"] == NAME
     assert alert["details"]["challenger_version"] == worse
