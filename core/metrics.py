@@ -43,6 +43,7 @@ def set_component(name: str) -> None:
 
 
 def component() -> str:
+    """The `component` label this process's database metrics carry."""
     return _component
 
 

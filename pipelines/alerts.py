@@ -54,8 +54,8 @@ def send_alert(
     *,
     settings: Settings | None = None,
 ) -> bool:
-    """Send an alert to every configured channel. True when at least one channel took it
-    (or none is configured and it was logged); False when a delivery failed. Never raises."""
+    """Send an alert to every configured channel. True when each took it (or none is
+    configured and it was only logged); False when a delivery failed. Never raises."""
     try:
         settings = settings or get_settings()
         if event not in EVENTS:
