@@ -583,23 +583,18 @@ def features(
 def ui(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the project's tracking store (127.0.0.1 only)."""
-    import os
-    import subprocess
+    """Open the MLflow UI on the project's tracking store (127.0.0.1 only): experiments,
+    runs with their artifacts, and the registered models with their aliases."""
+    from core.security import redact_url
+    from prepiq.mlflow_ui import require_free_port, run_server, server_command
 
     settings = get_settings()
-    uri = settings.resolved_tracking_uri
-    if not uri.startswith(("sqlite", "postgresql", "mysql")):
-        raise PrepIQError(f"MLFLOW_TRACKING_URI {uri!r} is a server already: open it in a browser")
-    artifacts = settings.home / "mlartifacts"
-    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl+C stops it")
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", uri,
-        "--default-artifact-root", str(artifacts),
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
-    raise typer.Exit(subprocess.call(command, env=os.environ.copy()))
+    command, env = server_command(settings, port)
+    require_free_port(port)
+    store = redact_url(env["MLFLOW_BACKEND_STORE_URI"])
+    typer.echo(f"MLflow UI on http://127.0.0.1:{port} (store {store}); Ctrl+C stops it")
+    sys.stdout.flush()
+    raise typer.Exit(run_server(command, env))
 
 
 @app.command()
