@@ -25,7 +25,7 @@ from mlflow import MlflowClient
 
 from core.config import PROJECT_ROOT, get_settings
 from core.exceptions import ConfigError
-from pipelines.deployments import DEPLOYMENTS, register, schedule_configs
+from pipelines.deployments import DEPLOYMENTS, load_flow, register, schedule_configs
 from prepiq.cli import main
 from registry import audit
 from synthetic.generator import seed_source
@@ -220,7 +220,10 @@ def test_deploy_registers_the_schedules_and_a_worker_runs_the_nightly_deployment
         with temporary_settings(updates={PREFECT_API_URL: api}):
             assert main(["deploy", "--pool", POOL]) == 0, capsys.readouterr().err
         nightly_name = f"{scheduled_training_flow.name}/nightly"
-        assert f"nightly: {nightly_name}, cron '0 2 * * 1-6' (UTC)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert f"nightly: {nightly_name}, cron '0 2 * * 1-6' (UTC)" in out
+        for name, spec in DEPLOYMENTS.items():  # skipped only while a flow is not written
+            assert (f"{name}: skipped" in out) == (load_flow(spec) is None), out
 
         from prefect.client.orchestration import SyncPrefectClient
         from prefect.client.schemas.schedules import CronSchedule
