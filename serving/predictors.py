@@ -86,9 +86,18 @@ class Prediction:
 
 
 def inputs_digest(frame: pd.DataFrame) -> str:
-    """SHA-256 of the model input, independent of row order."""
-    hashed = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
-    return hashlib.sha256(np.sort(hashed.to_numpy()).tobytes()).hexdigest()
+    """SHA-256 of the model input: its column names and values in order (the builders
+    give their rows in a fixed order). Hashes each column's bytes, numbers as they are
+    and anything else as text, which costs a tenth of pandas' per-row hashing."""
+    digest = hashlib.sha256()
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        digest.update(str(name).encode())
+        if values.dtype.kind in "biuf":
+            digest.update(np.ascontiguousarray(values).tobytes())
+        else:
+            digest.update("\x1f".join(map(str, values)).encode())
+    return digest.hexdigest()
 
 
 def served_by(model: ServedModel) -> schemas.ServedBy:

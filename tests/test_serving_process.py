@@ -193,6 +193,13 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
         if name == "prepiq_model_served_version" and value == 1
     }
     assert served == dict.fromkeys(MODELS, "1")
+    # ...and the database statements the service ran (core.metrics, the slow-query watch).
+    timed_queries = [
+        value
+        for (name, _), value in scraped.items()
+        if name == "prepiq_db_query_duration_seconds_count"
+    ]
+    assert sum(timed_queries) > 0
 
     ids = list(expected)
     assert stored_predictions(served_models, ids) == []  # nothing written before shutdown

@@ -188,18 +188,26 @@ def sequence_arrays(rows: pd.DataFrame, window: int) -> tuple[np.ndarray, np.nda
     [students, window, channels] of the last `window` days, and per-student facts.
     Days missing from the rows (a shorter window than the model's) count as no activity,
     with the completion of the nearest day given."""
-    rows = rows[(rows["day_index"] <= 0) & (rows["day_index"] > -window)]
-    users, student = np.unique(rows["user_id"].to_numpy().astype(str), return_inverse=True)
-    position = rows["day_index"].to_numpy().astype(int) + window - 1
+    # Columns to numpy first, then the row mask: filtering the frame itself copies every
+    # column (strings included), which was most of a one-student request's cost.
+    day_index = rows["day_index"].to_numpy().astype(int)
+    keep = (day_index <= 0) & (day_index > -window)
+
+    def columns(names: tuple[str, ...]) -> np.ndarray:
+        return np.column_stack([rows[c].to_numpy(dtype=float)[keep] for c in names])
+
+    user_ids = rows["user_id"].to_numpy().astype(str)[keep]
+    users, student = np.unique(user_ids, return_inverse=True)
+    position = day_index[keep] + window - 1
     sequence = np.zeros((len(users), window, len(SEQUENCE_COLUMNS)))
-    sequence[student, position] = rows[list(SEQUENCE_COLUMNS)].to_numpy(dtype=float)
+    sequence[student, position] = columns(SEQUENCE_COLUMNS)
     present = np.zeros((len(users), window), dtype=bool)
     present[student, position] = True
     if not present.all():
         completion = pd.DataFrame(np.where(present, sequence[:, :, COMPLETION], np.nan))
         sequence[:, :, COMPLETION] = completion.ffill(axis=1).bfill(axis=1).fillna(0.0).to_numpy()
     static = np.zeros((len(users), len(STATIC_COLUMNS)))
-    static[student] = rows[list(STATIC_COLUMNS)].to_numpy(dtype=float)
+    static[student] = columns(STATIC_COLUMNS)
     return users, sequence, static
 
 
@@ -777,11 +785,11 @@ class ProgressForecasterPyfunc(PythonModel):
     ) -> pd.DataFrame:
         users, sequence, static = sequence_arrays(model_input, self.window_days)
         quantiles = self.forecaster.predict(sequence, static)
-        out = pd.DataFrame({"user_id": users, "completion_now": sequence[:, -1, COMPLETION]})
+        out: dict[str, Any] = {"user_id": users, "completion_now": sequence[:, -1, COMPLETION]}
         for k, h in enumerate(self.forecaster.horizons):
             for j, q in enumerate(self.forecaster.quantiles):
                 out[output_column(q, h)] = quantiles[:, k, j]
-        return out
+        return pd.DataFrame(out)
 
 
 # -- the spec ------------------------------------------------------------------------------
