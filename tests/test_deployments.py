@@ -25,7 +25,14 @@ from mlflow import MlflowClient
 
 from core.config import PROJECT_ROOT, get_settings
 from core.exceptions import ConfigError
-from pipelines.deployments import DEPLOYMENTS, load_flow, register, schedule_configs
+from pipelines.deployments import (
+    DEPLOYMENTS,
+    DeploymentSpec,
+    Registered,
+    load_flow,
+    register,
+    schedule_configs,
+)
 from prepiq.cli import main
 from registry import audit
 from synthetic.generator import seed_source
@@ -87,6 +94,19 @@ def test_parameters_the_flow_lacks_are_refused_before_anything_is_registered(
     with pytest.raises(ConfigError, match=r"schedules.nightly.parameters: .*\['trialz'\]"):
         register(POOL, ["nightly"])
     get_settings.cache_clear()
+
+
+def test_a_flow_not_written_yet_is_skipped_or_refused_when_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = DeploymentSpec("archive", "pipelines.not_written_yet.archive_flow", "later")
+    monkeypatch.setitem(DEPLOYMENTS, "archive", spec)
+    assert load_flow(spec) is None
+    assert Registered(spec, None, None).describe() == (
+        "archive: skipped (pipelines.not_written_yet.archive_flow is not written yet)"
+    )
+    with pytest.raises(ConfigError, match=r"no such flow yet: pipelines\.not_written_yet"):
+        register(POOL, ["archive"])
 
 
 def free_port() -> int:
