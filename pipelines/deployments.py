@@ -8,8 +8,8 @@ Defined in code rather than in a `prefect.yaml` because, with Prefect 3.9, code 
   pull step (`InstalledPackage`): a worker runs the flows from the `prepiq-ml` package
   installed on its machine (the Docker training image, a clone after `make venv`), so
   adding workers scales out without copying code around;
-- flows still being written (monitoring, archiving) be skipped until their module
-  exists, and the process work pool be created in the same command.
+- a deployment whose flow module is not there yet be skipped (and registered by the next
+  `prepiq deploy` once it is), and the process work pool be created in the same command.
 """
 
 from __future__ import annotations
