@@ -106,6 +106,20 @@ class Settings(BaseSettings):
         default="600/minute",
         description="Per-caller limit on the ML routes, in the `limits` notation.",
     )
+    serving_rate_limit_storage: str = Field(
+        default="memory://",
+        pattern=r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|valkey|valkeys)://",
+        description="Where the rate limit counts live (a `limits` storage URI): memory:// "
+        "counts per worker process; redis://HOST:PORT shares them between workers and "
+        "replicas, so a caller's limit holds across all of them.",
+    )
+    serving_workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Service worker processes (each loads the four models, ~700 MB). More "
+        "than one needs a shared rate-limit storage to keep the per-caller limit.",
+    )
     serving_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     serving_request_timeout_seconds: float = Field(default=10.0, gt=0)
     serving_max_concurrency: int = Field(

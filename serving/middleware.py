@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 from limits import parse
-from limits.storage import MemoryStorage
+from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,7 +60,9 @@ class Gateway:
         self.in_flight = 0
         self.auth = Authenticator(settings)
         self.rate = parse(settings.serving_rate_limit)
-        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        self.limiter = MovingWindowRateLimiter(
+            storage_from_string(settings.serving_rate_limit_storage)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -105,13 +107,7 @@ class Gateway:
             return "-"
         principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
         scope["state"]["principal"] = principal
-        if not self.limiter.hit(self.rate, principal.caller):
-            reset, _ = self.limiter.get_window_stats(self.rate, principal.caller)
-            wait = max(1, math.ceil(reset - time.time()))
-            raise RateLimitedError(
-                f"rate limit {self.rate} exceeded; retry in {wait} s",
-                headers={"Retry-After": str(wait)},
-            )
+        self._check_rate(principal.caller)
         if self.in_flight >= self.max_in_flight:
             raise OverloadedError(
                 "too many requests in flight; retry shortly", {"Retry-After": "1"}
@@ -129,6 +125,24 @@ class Gateway:
         finally:
             self.in_flight -= 1
         return principal.caller
+
+    def _check_rate(self, caller: str) -> None:
+        """RateLimitedError when `caller` is over the limit. When a shared storage (Redis)
+        cannot be reached the request goes through, logged: a down counter store must
+        not take the API down with it."""
+        try:
+            allowed = self.limiter.hit(self.rate, caller)
+            if allowed:
+                return
+            reset, _ = self.limiter.get_window_stats(self.rate, caller)
+        except Exception as exc:
+            log.warning("rate limit storage unavailable; request allowed", error=str(exc))
+            return
+        wait = max(1, math.ceil(reset - time.time()))
+        raise RateLimitedError(
+            f"rate limit {self.rate} exceeded; retry in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
 
     def _limited(self, receive: Receive) -> Receive:
         """`receive` that stops a body growing past the limit (chunked uploads)."""

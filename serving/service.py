@@ -72,7 +72,9 @@ SETTINGS = get_settings()
 
 @bentoml.service(
     name="prepiq",
-    workers=1,
+    # One worker by default: each loads every model (memory target 1.5 GB); more need a
+    # shared rate-limit storage (PREPIQ_SERVING_RATE_LIMIT_STORAGE) to keep the limit.
+    workers=SETTINGS.serving_workers,
     # The gateway enforces the per-request timeout and the concurrency limit with the
     # service's error shape; BentoML's own timeout stays as a last resort.
     traffic={"timeout": max(60.0, 2 * SETTINGS.serving_request_timeout_seconds)},
