@@ -80,7 +80,8 @@ COPY --from=training-builder /opt/venv /opt/venv
 COPY --from=training-builder --chown=prepiq:prepiq /opt/prepiq /opt/prepiq
 ENV BENTOML_HOME=/var/lib/prepiq/bentoml \
     PREFECT_HOME=/var/lib/prepiq/prefect
-RUN mkdir -p "$BENTOML_HOME" "$PREFECT_HOME" /opt/prepiq/data \
+# Made here, so named volumes mounted on them start owned by prepiq.
+RUN mkdir -p "$BENTOML_HOME" "$PREFECT_HOME" /var/lib/prepiq/mlartifacts /opt/prepiq/data \
     && chown -R prepiq:prepiq /var/lib/prepiq /opt/prepiq/data
 USER 10001:10001
 VOLUME ["/var/lib/prepiq", "/opt/prepiq/data"]
