@@ -52,7 +52,12 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.handlers = [handler]
     root.setLevel(level)
     # Chatty at INFO without telling an operator anything.
-    for noisy in ("alembic.runtime.plugins", "alembic.runtime.migration", "httpx"):
+    for noisy in (
+        "alembic.runtime.plugins",
+        "alembic.runtime.migration",
+        "httpx",
+        "great_expectations._docs_decorators",  # ~150 lines per import of the gate
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True
 
