@@ -386,6 +386,7 @@ def promote(
     """Judge each challenger against its champion on the frozen hold-out and promote it if
     it passes. Exit 0: promoted; 3: champion kept (normal); 2: an error. The report is
     printed and saved to data/promotion/MODEL.{json,md}."""
+    from pipelines.alerts import alert_if_refused
     from registry.promotion import KEPT
     from registry.promotion import promote as run_promotion
     from training.models import MODELS
@@ -410,6 +411,7 @@ def promote(
             continue
         markdown = result.markdown()
         typer.echo(markdown)
+        alert_if_refused(result)
         (out_dir / f"{key}.md").write_text(markdown)
         summary = {k: v for k, v in result.__dict__.items() if k != "report"}
         summary["report"] = result.report.to_dict() if result.report else None
@@ -617,6 +619,109 @@ def serve(
     # Replace this process, so a supervisor's SIGTERM reaches the server itself (and its
     # prediction log is flushed) instead of orphaning a child.
     os.execve(sys.executable, command, os.environ.copy())
+
+
+@app.command()
+def archive(
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Archive rows older than this many days. Default: "
+            "PREPIQ_PREDICTION_RETENTION_DAYS.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_rows: Annotated[int, typer.Option(min=1, help="Rows per Parquet part file.")] = 50_000,
+    url: UrlOption = None,
+) -> None:
+    """Move old model_predictions rows into Parquet under data/archive (a Prefect flow)."""
+    from pipelines.archive import archive_flow
+
+    report = archive_flow(retention_days=retention_days, source_url=url, batch_rows=batch_rows)
+    typer.echo(report.summary())
+
+
+@app.command()
+def deploy(
+    pool: Annotated[
+        str, typer.Option(help="Process work pool the runs go to (created if missing).")
+    ] = "prepiq",
+    deployment: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--deployment",
+            help="Deployment to register (repeatable): nightly, weekly-retune, monitoring, "
+            "archive. Default: every one whose flow exists.",
+        ),
+    ] = None,
+) -> None:
+    """Register the scheduled deployments (schedules and parameters from params.yaml
+    `schedules:`) on the Prefect server at PREFECT_API_URL; a worker then runs them:
+    `prefect worker start --pool POOL`."""
+    from pipelines.deployments import register
+
+    for registered in register(pool, deployment):
+        typer.echo(registered.describe())
+    typer.echo(f"work pool {pool!r}: start a worker with `prefect worker start --pool {pool}`")
+
+
+@app.command()
+def monitor(
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            min=1,
+            help="Days of served predictions to check for drift. Default: params.yaml "
+            "monitoring.lookback_days.",
+            show_default=False,
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool | None,
+        typer.Option(
+            "--retrain/--no-retrain",
+            help="Start a training run when a threshold is crossed (--no-retrain: report "
+            "only). Default: params.yaml monitoring.retrain.",
+            show_default=False,
+        ),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="How to retrain: auto (the Prefect deployment when the server has it, else "
+            "in this process), deployment or in-process. Default: params.yaml.",
+            show_default=False,
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Moment to monitor at (ISO timestamp, UTC if no zone). Default: now."),
+    ] = None,
+    url: UrlOption = None,
+) -> None:
+    """Drift of the served students' features against the training snapshot and live
+    quality of the predictions whose outcomes arrived; retrains past a threshold."""
+    from pipelines.monitoring import SUMMARY_HEADER, monitoring_flow, summary_rows
+
+    report = monitoring_flow(
+        lookback_days=since,
+        as_of=_parse_timestamp(as_of, "--as-of"),
+        retrain=retrain,
+        retrain_mode=mode,
+        source_url=url,
+    )
+    _echo_table(SUMMARY_HEADER, summary_rows(report))
+    for reason in report.reasons:
+        typer.echo(f"threshold crossed: {reason}")
+    if report.retraining:
+        typer.echo(f"retraining started: {json.dumps(report.retraining)}")
+    elif report.triggered:
+        typer.echo("retraining not started (--no-retrain or monitoring.retrain: false)")
+    else:
+        typer.echo("no threshold crossed: no retraining")
+    typer.echo(f"report: MLflow run {report.mlflow_run_id} (experiment prepiq-monitoring)")
 
 
 def main(argv: list[str] | None = None) -> int:
