@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv train seed test lint typecheck pytest lock bench-seed bench-ingest clean
+.PHONY: venv train seed test lint typecheck pytest lock lock-serving bench-seed bench-ingest clean
 
 venv: $(STAMP)
 
@@ -47,6 +47,15 @@ lock:
 	/tmp/prepiq-lock-venv/bin/pip install --quiet -r requirements.in
 	{ head -2 requirements.lock; /tmp/prepiq-lock-venv/bin/pip freeze; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
+
+# The serving image's set (requirements-serving.in) at requirements.lock's versions; --all
+# keeps setuptools, which torch needs and a plain freeze leaves out.
+lock-serving:
+	rm -rf /tmp/prepiq-serving-lock-venv && $(PYTHON) -m venv /tmp/prepiq-serving-lock-venv
+	/tmp/prepiq-serving-lock-venv/bin/pip install --quiet "$$(grep -E '^torch==' requirements.lock)"
+	/tmp/prepiq-serving-lock-venv/bin/pip install --quiet -c requirements.lock -r requirements-serving.in
+	{ head -3 requirements-serving.lock; /tmp/prepiq-serving-lock-venv/bin/pip freeze --all | grep -v '^pip=='; } > requirements-serving.lock.new
+	mv requirements-serving.lock.new requirements-serving.lock
 
 bench-seed: venv
 	$(BIN)/python benchmarks/seed.py
