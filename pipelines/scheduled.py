@@ -18,6 +18,7 @@ from prefect.runtime import deployment, flow_run
 from core.config import get_settings
 from core.exceptions import ConfigError, RegistryError
 from features.snapshot import RAW_DIR, read_manifest
+from pipelines.alerts import alert_if_refused, alert_on_failure
 from pipelines.train import TrainReport, train_flow, training_context
 from registry.promotion import promote
 from training.model_spec import TrainingContext
@@ -47,6 +48,7 @@ def promote_model(key: str, ctx: TrainingContext, actor: str) -> str:
     markdown = result.markdown()
     get_run_logger().info("%s: %s", key, markdown.strip().splitlines()[-1])
     create_markdown_artifact(key=f"promotion-{key}", markdown=markdown)
+    alert_if_refused(result)
     return result.decision
 
 
@@ -55,7 +57,7 @@ def _actor() -> str:
     return f"prefect:{deployment.name or 'no-deployment'}/{flow_run.name or 'local'}"
 
 
-@flow(name="prepiq-scheduled-training")
+@flow(name="prepiq-scheduled-training", on_failure=[alert_on_failure])
 def scheduled_training_flow(
     models: list[str] | None = None,
     trials: int | None = None,

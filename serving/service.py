@@ -33,6 +33,7 @@ from starlette.responses import JSONResponse  # noqa: E402
 
 from core.database import get_engine  # noqa: E402
 from core.logging import configure_logging, get_logger  # noqa: E402
+from core.metrics import set_component  # noqa: E402
 from features.schema import ModelPrediction  # noqa: E402
 from serving import metrics, predictors, schemas  # noqa: E402
 from serving.errors import NotFoundError, NotReadyError, ServingError, from_serving_error  # noqa: E402
@@ -87,6 +88,7 @@ class PrepIQService:
     def __init__(self) -> None:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
+        set_component("service")  # label this process's database metrics
         engine = get_engine()
         self.started_at = datetime.now(UTC)
         self.models = ModelSet(settings.resolved_tracking_uri)
