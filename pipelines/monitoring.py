@@ -13,11 +13,12 @@
    through the Prefect deployment when a server has it, else in this process; the reasons
    go to the MLflow run (tags and params), to an alert, and to the summary.
 
-Drift statistics: scipy (`scipy.stats.ks_2samp`, already pinned as scikit-learn's
-dependency) plus PSI in a few lines of numpy. Evidently, NannyML and alibi-detect were
-weighed: each pulls a large dependency tree (plotly/nltk, or TensorFlow/torch extras) for
-two statistics on numeric columns, and Evidently's and NannyML's pins clash with this
-stack's; every monitored feature is numeric, so no chi-square test is needed.
+Drift statistics: scipy (`scipy.stats.ks_2samp`; scipy is pinned already) plus PSI in a
+few lines of numpy. Weighed with `pip install --dry-run` against the lock: alibi-detect
+0.13 would downgrade numpy, pandas and transformers below the pins; NannyML 0.13 adds about
+30 packages (xgboost with a CUDA NCCL wheel, cloud-storage clients); Evidently 0.7 installs
+without touching a pin but adds 23 (a web server, nltk, plotly, statsmodels) for the same
+two statistics. Every monitored feature is numeric, so no chi-square test is needed.
 """
 
 from __future__ import annotations
@@ -111,19 +112,10 @@ MONITORED: dict[str, FeatureSet] = {
         progress.TABLES,
     ),
     "focus-area": FeatureSet("topic_test_stats", focus.FEATURE_COLUMNS, focus.TABLES),
-    # Only the student-dependent columns: the topic catalogue's change with the syllabus.
+    # Only the student-dependent columns: the topic content changes with the syllabus.
     "topic-recommender": FeatureSet(
         "topic_candidates",
-        (
-            "interested",
-            "practised",
-            *recommend.INTERACTION_COLUMNS,
-            "subject_attempts",
-            "subject_accuracy",
-            "relative_accuracy",
-            "positions_ahead",
-            "difficulty_gap",
-        ),
+        tuple(c for c in recommend.CANDIDATE_COLUMNS if c not in recommend.CONTENT_COLUMNS),
         recommend.TABLES,
     ),
 }
@@ -413,6 +405,13 @@ def live_quality(
 # -- the decision --------------------------------------------------------------------------
 
 
+# Live-quality limits: (model, metric, what it is, the params field, crossed when below).
+QUALITY_LIMITS = (
+    ("focus-area", "f1", "weak-topic F1", "focus_area_min_f1", True),
+    ("progress-forecaster", "mae_mean", "forecast MAE (points)", "progress_max_mae_points", False),
+)
+
+
 def retraining_reasons(report: MonitoringReport, p: MonitoringParams) -> list[str]:
     """Every crossed threshold, in words."""
     reasons = []
@@ -423,26 +422,16 @@ def retraining_reasons(report: MonitoringReport, p: MonitoringParams) -> list[st
                 f"drifted (share {drift['share']:.2f} >= {p.max_drifted_share}): "
                 f"{', '.join(drift['drifted'])}"
             )
-    focus_quality = report.quality.get("focus-area")
-    if (
-        focus_quality
-        and focus_quality["n"] >= p.min_outcomes
-        and focus_quality["f1"] < p.focus_area_min_f1
-    ):
-        reasons.append(
-            f"focus-area: live weak-topic F1 {focus_quality['f1']:.3f} < "
-            f"{p.focus_area_min_f1} over {focus_quality['n']:.0f} outcomes"
-        )
-    forecast_quality = report.quality.get("progress-forecaster")
-    if (
-        forecast_quality
-        and forecast_quality["n"] >= p.min_outcomes
-        and forecast_quality["mae_mean"] > p.progress_max_mae_points
-    ):
-        reasons.append(
-            f"progress-forecaster: live MAE {forecast_quality['mae_mean']:.2f} points > "
-            f"{p.progress_max_mae_points} over {forecast_quality['n']:.0f} students"
-        )
+    for model, metric, label, field_name, floor in QUALITY_LIMITS:
+        live = report.quality.get(model)
+        if not live or live["n"] < p.min_outcomes:
+            continue  # too few outcomes to judge
+        limit = float(getattr(p, field_name))
+        if (live[metric] < limit) if floor else (live[metric] > limit):
+            reasons.append(
+                f"{model}: live {label} {live[metric]:.3f} {'<' if floor else '>'} {limit} "
+                f"over {live['n']:.0f} outcomes"
+            )
     return reasons
 
 

@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, Table, insert, update
 
 from features.focus import topic_test_stats
-from features.frames import from_snapshot
+from features.frames import SourceFrames, from_snapshot
 from features.schema import ModelPrediction, TestAnswer
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, TABLES, build_feature_tables
+from tests.alert_inbox import Inbox
 from training.progress_forecaster import ProgressForecasterParams, inputs_at, recent_slope
 
 SERVED_STUDENTS = 150
@@ -96,19 +97,20 @@ def prediction_row(
     }
 
 
-def focus_predictions(frames, moment: datetime) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def focus_predictions(frames: SourceFrames, moment: datetime) -> list[dict[str, object]]:
     """Weak flags as of `moment` from the student's own recent accuracy on the topic (a
     stand-in for the model: the test is of the monitor, not of a model)."""
     stats = topic_test_stats(frames, moment)
     rows = []
     for user, topics in stats.groupby("user_id"):
+        level = topics["recency_weighted_accuracy"].tolist()
         areas = [
             {
-                "topic_id": int(t.topic_id),
-                "weak_probability": float(1.0 - t.recency_weighted_accuracy),
-                "is_weak": bool(t.recency_weighted_accuracy < WEAK_THRESHOLD),
+                "topic_id": int(topic),
+                "weak_probability": 1.0 - accuracy,
+                "is_weak": accuracy < WEAK_THRESHOLD,
             }
-            for t in topics.itertuples()
+            for topic, accuracy in zip(topics["topic_id"].tolist(), level, strict=True)
         ]
         rows.append(
             prediction_row(
@@ -118,7 +120,7 @@ def focus_predictions(frames, moment: datetime) -> list[dict[str, object]]:  # t
     return rows
 
 
-def progress_predictions(frames, moment: datetime) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+def progress_predictions(frames: SourceFrames, moment: datetime) -> list[dict[str, object]]:
     """Forecasts as of `moment` from the recent-slope baseline, with a +-5 point interval."""
     p = ProgressForecasterParams(horizons_days=HORIZONS, window_days=28)
     examples = inputs_at(frames, moment, p)
@@ -150,6 +152,7 @@ def shift_recent_answers(m: Monitored, days: int) -> None:
     times slower (as if the exam board had changed the questions under them)."""
     since = m.as_of - timedelta(days=days)
     table = TestAnswer.__table__
+    assert isinstance(table, Table)
     with m.engine.begin() as conn:
         ids = (
             conn.execute(
@@ -167,12 +170,6 @@ def shift_recent_answers(m: Monitored, days: int) -> None:
             .values(time_taken_seconds=table.c.time_taken_seconds * 3)
         )
         conn.execute(update(table).where(table.c.id.in_(wrong)).values(is_correct=False))
-
-
-def run_monitor(m: Monitored, **kwargs: object):  # type: ignore[no-untyped-def]
-    from pipelines.monitoring import monitoring_flow
-
-    return monitoring_flow(source_url=m.url, data_dir=m.data_dir, as_of=m.as_of, **kwargs)
 
 
 def write_params(m: Monitored, params_file: Path, **monitoring: object) -> None:
@@ -193,47 +190,6 @@ def monitoring_run(run_id: str) -> tuple[dict[str, str], dict[str, str], list[st
     artifacts = [a.path for a in client.list_artifacts(run_id)]
     artifacts += [a.path for a in client.list_artifacts(run_id, "plots")]
     return run.data.tags, run.data.params, artifacts
-
-
-class Webhook:
-    """A local HTTP endpoint that keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        import json
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        received = self.received = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/alerts"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Webhook]:
-    from core.config import get_settings
-
-    hook = Webhook()
-    monkeypatch.setenv("PREPIQ_ALERT_WEBHOOK_URL", hook.url)
-    get_settings.cache_clear()
-    yield hook
-    hook.close()
-    get_settings.cache_clear()
 
 
 def test_unshifted_serving_does_not_retrain(
@@ -274,11 +230,11 @@ def test_shifted_serving_triggers_retraining(
     monitored: Monitored,
     prefect_harness: None,
     small_data_params: Path,
-    webhook: Webhook,
+    alert_inbox: Inbox,
 ) -> None:
     """A shift in what the served students do crosses the drift and live-quality
-    thresholds; the focus-area model is retrained in this process (the harness's Prefect
-    server has no training deployment), on a new snapshot of the shifted source."""
+    thresholds; the focus-area model is retrained in this process on a new snapshot of
+    the shifted source."""
     from mlflow import MlflowClient
 
     from pipelines.monitoring import monitoring_flow
@@ -288,7 +244,10 @@ def test_shifted_serving_triggers_retraining(
     snapshot = read_manifest(monitored.data_dir / RAW_DIR)
     assert snapshot is not None
     report = monitoring_flow(
-        source_url=monitored.url, data_dir=monitored.data_dir, as_of=monitored.as_of
+        source_url=monitored.url,
+        data_dir=monitored.data_dir,
+        as_of=monitored.as_of,
+        retrain_mode="in-process",  # the path without a server (see the deployment test)
     )
 
     assert report.triggered
@@ -305,16 +264,19 @@ def test_shifted_serving_triggers_retraining(
     assert report.retraining["mode"] == "in-process"
     version = report.retraining["models"]["prepiq-focus-area"]
     client = MlflowClient()
-    trained = client.get_run(client.get_model_version("prepiq-focus-area", version).run_id)
+    run_id = client.get_model_version("prepiq-focus-area", version).run_id
+    assert run_id is not None
+    trained = client.get_run(run_id)
     assert monitored.url.split("///", 1)[1] in trained.data.tags["source"]
     retrained_on = read_manifest(monitored.data_dir / RAW_DIR)
     assert retrained_on is not None and retrained_on.content_hash != snapshot.content_hash
 
-    tags, _params, _artifacts = monitoring_run(str(report.mlflow_run_id))
+    assert report.mlflow_run_id is not None
+    tags, _params, _artifacts = monitoring_run(report.mlflow_run_id)
     assert tags["retraining_triggered"] == "true"
     assert tags["retraining_mode"] == "in-process"
     assert "live weak-topic F1" in tags["retraining_reasons"]
-    [alert] = webhook.received
+    [alert] = alert_inbox.received
     assert alert["event"] == "retraining_triggered"
     assert alert["details"]["reasons"] == report.reasons
 
@@ -346,3 +308,33 @@ def test_bad_monitoring_params_are_named(monitoring: dict[str, object], message:
     params["monitoring"].update(monitoring)
     with pytest.raises(ConfigError, match=re.escape(message)):
         MonitoringParams.from_params(params)
+
+
+def test_retraining_goes_to_the_deployment_when_the_server_has_it(
+    prefect_harness: None, small_data_params: Path
+) -> None:
+    """`auto` on a server with the nightly deployment (registered as `prepiq deploy` does)
+    creates a run of it with the monitoring's models and trials, without waiting for it;
+    without the deployment it would train in-process."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from pipelines.deployments import register
+    from pipelines.monitoring import MonitoringParams, deployment_exists, start_retraining
+
+    p = MonitoringParams(retrain_models=("focus-area",), retrain_trials=1)
+    assert not deployment_exists(p.retrain_deployment)
+    [registered] = register("prepiq-monitoring-test", ["nightly"])
+    assert registered.full_name == p.retrain_deployment
+    try:
+        started = start_retraining(p, "auto", None, None, None)
+        assert started["mode"] == "deployment"
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(started["flow_run"]))
+            assert run.parameters == {"models": ["focus-area"], "trials": 1}
+            assert run.state is not None and run.state.is_scheduled()  # no worker: not run here
+            client.delete_flow_run(run.id)
+    finally:
+        with get_client(sync_client=True) as client:  # leave the session's server as it was
+            client.delete_deployment(client.read_deployment_by_name(p.retrain_deployment).id)
