@@ -39,7 +39,7 @@ from scipy.stats import ks_2samp
 
 from core.config import get_settings, load_params, params_section
 from core.database import get_engine
-from core.exceptions import ConfigError
+from core.exceptions import ConfigError, PrepIQError
 from features import focus, progress, recommend
 from features.extract import stream_table, table_spec
 from features.frames import SHARED_TABLES, SourceFrames, from_snapshot, from_source, read_table
@@ -667,7 +667,9 @@ def monitoring_flow(
     p = MonitoringParams.from_params(params)
     mode = retrain_mode or p.retrain_mode
     if mode not in RETRAIN_MODES:
-        raise ConfigError(f"retrain_mode: {mode!r} is not one of {', '.join(RETRAIN_MODES)}")
+        raise ConfigError(
+            f"--mode (retrain_mode): {mode!r} is not one of {', '.join(RETRAIN_MODES)}"
+        )
     settings = get_settings()
     url = source_url or settings.resolved_source_url
     data = data_dir or settings.data_dir
@@ -678,11 +680,10 @@ def monitoring_flow(
     served = read_served(url, end - timedelta(days=p.quality_lookback_days), end)
     recent = served[served["created_at"] > pd.Timestamp(start)]
     report = MonitoringReport(as_of=end.isoformat(), window_start=start.isoformat())
-    for model, group in recent.groupby("model"):
-        report.served[str(model)] = {
-            "predictions": len(group),
-            "students": group["user_id"].nunique(),
-        }
+    report.served = {
+        str(model): {"predictions": len(group), "students": group["user_id"].nunique()}
+        for model, group in recent.groupby("model")
+    }
     references, currents = {}, {}
     for model in MONITORED:
         if model in report.served:
@@ -694,18 +695,25 @@ def monitoring_flow(
     report.reasons = retraining_reasons(report, p)
     for line in report.reasons:
         logger.warning("retraining threshold crossed: %s", line)
+    failure: PrepIQError | None = None
     if report.triggered and (p.retrain if retrain is None else retrain):
-        report.retraining = start_retraining(p, mode, source_url, data_dir, as_of)
         from pipelines.alerts import send_alert
 
+        try:
+            report.retraining = start_retraining(p, mode, source_url, data_dir, as_of)
+        except PrepIQError as exc:  # e.g. the data gate blocked the new snapshot
+            report.retraining, failure = {"mode": mode, "error": str(exc)}, exc
+        outcome = "its training run failed" if failure else "started a training run"
         send_alert(
             "retraining_triggered",
-            f"monitoring started a training run ({report.retraining['mode']}): "
-            + "; ".join(report.reasons),
+            f"monitoring {outcome} ({report.retraining['mode']}): " + "; ".join(report.reasons),
             {"as_of": report.as_of, "reasons": report.reasons, "retraining": report.retraining},
         )
+    # The decision is recorded even when the training run it started failed.
     report.mlflow_run_id = log_report(report, p, references, currents)
     logger.info(
         "monitoring %s: %s", report.as_of, "retraining triggered" if report.triggered else "ok"
     )
+    if failure is not None:
+        raise failure
     return report
