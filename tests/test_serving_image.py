@@ -35,6 +35,14 @@ PROJECT_DIST = "prepiq-ml"
 # Installed by venv itself, never pinned.
 VENV_TOOLS = {"pip"}
 
+PRODUCTION_CLIENTS = """
+import sys
+from limits.storage import storage_from_string
+from core.database import get_engine
+get_engine(sys.argv[1]).connect().close()
+storage_from_string("redis://127.0.0.1:6379")
+"""
+
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
@@ -185,10 +193,10 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
 ) -> None:
     venv, app = serving_venv
     bin_dir = venv / "bin"
-    # The production database driver loads in the image's set (the served source is SQLite).
+    # What production uses beyond this test's service: the PostgreSQL driver (the served
+    # source is SQLite) and a Redis rate-limit storage (built, not connected).
     run(
-        [bin_dir / "python", "-c", "import sys; from core.database import get_engine; "
-         "get_engine(sys.argv[1]).connect().close()", f"{POSTGRES_SERVER}/postgres"],
+        [bin_dir / "python", "-c", PRODUCTION_CLIENTS, f"{POSTGRES_SERVER}/postgres"],
         cwd=app, env=clean_env(bin_dir, tmp_path),
     )  # fmt: skip
 
