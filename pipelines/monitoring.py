@@ -493,30 +493,29 @@ def start_retraining(
 # -- the report ----------------------------------------------------------------------------
 
 
+def live_summary(quality: dict[str, float]) -> str:
+    """A model's live-quality headline: F1 of the weak flags or the forecast MAE."""
+    for metric, label in (("f1", "F1"), ("mae_mean", "MAE")):
+        if metric in quality:
+            return f"{label} {quality[metric]:.3f} (n {quality['n']:.0f})"
+    return "-"
+
+
 def summary_rows(report: MonitoringReport) -> list[list[str]]:
     """One line per model: served, drift, live quality (for the CLI's table)."""
     rows = []
     for key in MODELS:
         served = report.served.get(key, {})
-        drift = report.drift.get(key)
-        quality = report.quality.get(key, {})
-        live = (
-            f"F1 {quality['f1']:.3f} (n {quality['n']:.0f})"
-            if "f1" in quality
-            else f"MAE {quality['mae_mean']:.2f} (n {quality['n']:.0f})"
-            if "mae_mean" in quality
-            else "-"
-        )
+        drift = report.drift.get(key) or {"features": {}, "drifted": []}
+        drifted: list[str] = drift["drifted"]
         rows.append(
             [
                 key,
                 str(served.get("predictions", 0)),
                 str(served.get("students", 0)),
-                f"{len(drift['drifted'])}/{len(drift['features'])}" if drift else "-",
-                ", ".join(drift["drifted"][:3]) + (" ..." if len(drift["drifted"]) > 3 else "")
-                if drift and drift["drifted"]
-                else "-",
-                live,
+                f"{len(drifted)}/{len(drift['features'])}" if key in report.drift else "-",
+                ", ".join(drifted[:3]) + (" ..." if len(drifted) > 3 else "") or "-",
+                live_summary(report.quality.get(key, {})),
             ]
         )
     return rows
@@ -555,8 +554,8 @@ def drift_plots(
         axes[0].set_xlabel("PSI (red: drifted)")
         axes[0].set_title(model)
         for ax, name in zip(axes[1:], top, strict=True):
-            ref = references[model][name].dropna().to_numpy(dtype=float)
-            cur = currents[model][name].dropna().to_numpy(dtype=float)
+            ref, cur = (f[name].to_numpy(dtype=float) for f in (references[model], currents[model]))
+            ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
             edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=20)
             ax.hist(ref, bins=edges, density=True, alpha=0.5, label="training snapshot")
             ax.hist(cur, bins=edges, density=True, alpha=0.5, label="served now")
@@ -714,6 +713,10 @@ def monitoring_flow(
     logger.info(
         "monitoring %s: %s", report.as_of, "retraining triggered" if report.triggered else "ok"
     )
+    for row in summary_rows(report):  # the run log of a scheduled run carries the summary
+        logger.info(
+            " | ".join(f"{name} {cell}" for name, cell in zip(SUMMARY_HEADER, row, strict=True))
+        )
     if failure is not None:
         raise failure
     return report
