@@ -38,9 +38,11 @@ VENV_TOOLS = {"pip"}
 PRODUCTION_CLIENTS = """
 import sys
 from limits.storage import storage_from_string
+from mlflow import MlflowClient
 from core.database import get_engine
 get_engine(sys.argv[1]).connect().close()
 storage_from_string("redis://127.0.0.1:6379")
+assert MlflowClient(sys.argv[2], sys.argv[2]).search_registered_models()
 """
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -193,10 +195,12 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
 ) -> None:
     venv, app = serving_venv
     bin_dir = venv / "bin"
-    # What production uses beyond this test's service: the PostgreSQL driver (the served
-    # source is SQLite) and a Redis rate-limit storage (built, not connected).
+    # What the service below does not touch: the PostgreSQL driver (the served source is
+    # SQLite), a Redis rate-limit storage (built, not connected) and the registry read from
+    # its database instead of the server.
+    tracking_store = get_settings().resolved_tracking_uri
     run(
-        [bin_dir / "python", "-c", PRODUCTION_CLIENTS, f"{POSTGRES_SERVER}/postgres"],
+        [bin_dir / "python", "-c", PRODUCTION_CLIENTS, f"{POSTGRES_SERVER}/postgres", tracking_store],
         cwd=app, env=clean_env(bin_dir, tmp_path),
     )  # fmt: skip
 
@@ -204,7 +208,7 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
     registry = f"http://127.0.0.1:{mlflow_port}"
     mlflow_server: list[str | Path] = [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", get_settings().resolved_tracking_uri,
+        "--backend-store-uri", tracking_store,
         "--artifacts-destination", str(tmp_path / "mlartifacts"),
         "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1",
     ]  # fmt: skip
