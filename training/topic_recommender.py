@@ -44,6 +44,7 @@ from threadpoolctl import (  # type: ignore[import-untyped]
 )
 
 from core.config import params_section
+from core.exceptions import SourceDataError
 from features.focus import answer_table
 from features.frames import SourceFrames, from_snapshot
 from features.recommend import CANDIDATE_COLUMNS, candidate_topics
@@ -60,7 +61,34 @@ KEYS = ["user_id", "topic_id"]
 # frames, which online are the served student's alone, so it would differ from training.
 SCORER_FEATURES = tuple(c for c in CANDIDATE_COLUMNS if c != "mean_rating")
 CF_FEATURES = ("cf_score", "cf_percentile")
-HYBRID_FEATURES = (*SCORER_FEATURES, *CF_FEATURES)
+# Where a topic stands in the student's own practice, derived from the candidate rows of
+# that student alone (`practice_context`), so serving derives them from its input as
+# training does.
+CONTEXT_FEATURES = (
+    "subjects",
+    "student_recent_answers",
+    "subject_recent_answers",
+    "recent_share",
+    "answer_share",
+    "level",
+    "level_below_subject",
+    "recent_vs_level",
+    "new_topic",
+    "new_topics_in_subject",
+    "weakness_rank",
+    "weak_focus",
+    "recent_rank",
+    "after_quizzed",
+    "after_recent_quizzed",
+    "after_busiest",
+    "pace",
+)
+OWN_FEATURES = (*SCORER_FEATURES, *CONTEXT_FEATURES)  # the hybrid without its CF part
+HYBRID_FEATURES = (*OWN_FEATURES, *CF_FEATURES)
+# A quiz's worth of answers on a topic: mock papers spread one or two answers over many
+# topics, so the furthest topic with this many answers is where the student's own
+# practice (not a mock paper) has reached in the syllabus.
+QUIZZED_ANSWERS = 5
 # The content-only baseline: what the topic is and what the student said they want, no
 # practice history and no collaborative signal.
 PROFILE_FEATURES = (
@@ -127,12 +155,18 @@ def labelled_candidates(
     rows = rows.merge(outcome.reset_index(), on=KEYS, how="left")
     rows["window_answers"] = rows["window_answers"].fillna(0)
     rows["earlier_level"] = earlier_level(rows, p)
-    rows[LABEL] = (
-        (rows["window_answers"] >= p.min_window_answers)
-        & (rows["window_accuracy"] - rows["earlier_level"] >= p.min_improvement)
-    ).astype(int)
+    practised, improved = label_parts(rows, p)
+    rows[LABEL] = (practised & improved).astype(int)
     rows["origin"] = pd.Timestamp(origin)
     return rows
+
+
+def label_parts(rows: pd.DataFrame, p: TopicRecommenderParams) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of the label of labelled candidate rows: practised in the window
+    (enough answers), and improved there on the earlier level (NaN accuracy: False)."""
+    practised = (rows["window_answers"] >= p.min_window_answers).to_numpy()
+    gain = (rows["window_accuracy"] - rows["earlier_level"]).to_numpy(dtype=float)
+    return practised, np.nan_to_num(gain, nan=-np.inf) >= p.min_improvement
 
 
 @dataclass
@@ -294,6 +328,62 @@ def cf_by_origin(
     return pd.concat(parts).loc[rows.index]
 
 
+# -- the student's own practice context --------------------------------------------------
+
+
+def practice_context(rows: pd.DataFrame, prior_answers: float) -> pd.DataFrame:
+    """`CONTEXT_FEATURES` of candidate rows, per student (and origin, when the rows have
+    one): how the student's recent answers spread over subjects and topics, the topic's
+    level against the subject's (the level the label's improvement is measured from),
+    how the student's recent practice favours weak topics, and the topic's syllabus
+    position after the furthest topic quizzed (overall, recently, and the busiest one) with
+    the pace of new topics: what the student will practise next, and where they improve."""
+    student = [rows["user_id"], rows["origin"]] if "origin" in rows else [rows["user_id"]]
+    subject = [*student, rows["subject_id"]]
+    recent, attempts = rows["attempts_last_30d"], rows["attempts"]
+    practised = rows["practised"] > 0
+    out = pd.DataFrame(index=rows.index)
+    out["subjects"] = rows.groupby(student)["subject_id"].transform("nunique")
+    out["student_recent_answers"] = recent.groupby(student).transform("sum")
+    out["subject_recent_answers"] = recent.groupby(subject).transform("sum")
+    out["recent_share"] = (recent / out["subject_recent_answers"]).where(
+        out["subject_recent_answers"] > 0, 0.0
+    )
+    out["answer_share"] = (attempts / rows["subject_attempts"]).where(
+        rows["subject_attempts"] > 0, 0.0
+    )
+    subject_level = rows["subject_accuracy"].fillna(0.5)
+    level = (rows["accuracy"].fillna(0.0) * attempts + prior_answers * subject_level) / (
+        attempts + prior_answers
+    )
+    out["level"] = level
+    out["level_below_subject"] = subject_level - level
+    out["recent_vs_level"] = rows["accuracy_last_30d"] - level
+    out["new_topic"] = (practised & (attempts == recent)).astype(float)
+    out["new_topics_in_subject"] = out["new_topic"].groupby(subject).transform("sum")
+    out["weakness_rank"] = level.where(practised).groupby(subject).rank(pct=True)
+    weak_recent = recent * (practised & (level < subject_level))
+    out["weak_focus"] = weak_recent.groupby(student).transform("sum") / out[
+        "student_recent_answers"
+    ].where(out["student_recent_answers"] > 0)
+    out["recent_rank"] = recent.groupby(subject).rank(ascending=False, method="min")
+    position = rows["position"]
+    for name, reached in (
+        ("after_quizzed", attempts >= QUIZZED_ANSWERS),
+        ("after_recent_quizzed", recent >= QUIZZED_ANSWERS),
+        ("after_busiest", (recent == recent.groupby(subject).transform("max")) & (recent > 0)),
+    ):
+        out[name] = position - position.where(reached).groupby(subject).transform("max")
+    quizzed_new = ((attempts >= QUIZZED_ANSWERS) & (attempts == recent)).astype(float)
+    out["pace"] = quizzed_new.groupby(subject).transform("sum")
+    return out.astype(float)
+
+
+def with_context(rows: pd.DataFrame, prior_answers: float) -> pd.DataFrame:
+    """The rows with their `CONTEXT_FEATURES`."""
+    return pd.concat([rows, practice_context(rows, prior_answers)], axis=1)
+
+
 # -- the scorer, the mastery rule and the hybrid ------------------------------------------
 
 
@@ -332,6 +422,49 @@ def make_scorer(hp: dict[str, Any], seed: int) -> HistGradientBoostingClassifier
     )
 
 
+@dataclass
+class TwoStageScorer:
+    """P(relevant) as P(practised in the window) x P(improved there | practised): two
+    boosted classifiers with the trial's hyperparameters, the second fitted on practised
+    rows only. Whether a student takes a topic up next (syllabus pace, quiz habits) and
+    whether their results then rise (the level they start from) are different questions;
+    one classifier of their conjunction learns mostly the first."""
+
+    practice: HistGradientBoostingClassifier
+    improvement: HistGradientBoostingClassifier
+    columns: tuple[str, ...]
+
+    @classmethod
+    def fit(
+        cls,
+        rows: pd.DataFrame,
+        p: TopicRecommenderParams,
+        hp: dict[str, Any],
+        seed: int,
+        columns: tuple[str, ...] = HYBRID_FEATURES,
+    ) -> TwoStageScorer:
+        """Fit both stages on labelled candidate rows with their context (and CF) columns."""
+        x = feature_matrix(rows, columns)
+        practised, improved = label_parts(rows, p)
+        if len(np.unique(practised)) < 2 or len(np.unique(improved[practised])) < 2:
+            raise SourceDataError(
+                f"topic recommender: the training rows need topics practised and not, and "
+                f"practised topics improved and not ({int(practised.sum())} of {len(rows)} "
+                f"practised with params.yaml topic_recommender.min_window_answers="
+                f"{p.min_window_answers}); more history or students are needed"
+            )
+        return cls(
+            practice=make_scorer(hp, seed).fit(x, practised.astype(int)),
+            improvement=make_scorer(hp, seed).fit(x[practised], improved[practised].astype(int)),
+            columns=columns,
+        )
+
+    def probability(self, rows: pd.DataFrame) -> np.ndarray:
+        """P(relevant) of each row."""
+        x = feature_matrix(rows, self.columns)
+        return self.practice.predict_proba(x)[:, 1] * self.improvement.predict_proba(x)[:, 1]
+
+
 @cache
 def openmp_controller() -> ThreadpoolController:
     """The process's thread pools, inspected once (a new inspection per call costs ms)."""
@@ -344,17 +477,18 @@ class HybridRecommender:
     confidence calibration and the mastery rule."""
 
     collaborative: CollaborativeFilter
-    scorer: HistGradientBoostingClassifier
+    scorer: TwoStageScorer
     calibrator: IsotonicRegression
     mastery: MasteryRule
+    prior_answers: float  # of the context's topic level (the label's earlier level)
 
     def score(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """Ranking score (the scorer's probability), calibrated confidence, and the rows
         with their collaborative columns."""
-        enriched = with_cf(rows, self.collaborative)
+        enriched = with_context(with_cf(rows, self.collaborative), self.prior_answers)
         # One OpenMP thread: for a few dozen rows, two threads on busy cores cost ~100x.
         with openmp_controller().limit(limits=1, user_api="openmp"):
-            raw = self.scorer.predict_proba(feature_matrix(enriched))[:, 1]
+            raw = self.scorer.probability(enriched)
         return raw, self.calibrator.predict(raw), enriched
 
     def rank(self, rows: pd.DataFrame) -> pd.DataFrame:
@@ -440,11 +574,11 @@ def out_of_fold(
     raise to prune a hopeless trial after any fold."""
     users = train["user_id"].to_numpy()
     probability = np.full(len(train), np.nan)
+    context = with_context(train, p.prior_answers)  # per student: the same in every fold
     for step, (fit_rows, score_rows) in enumerate(group_folds(users, p.cv_folds, seed)):
-        enriched = cf_by_origin(train, np.unique(users[fit_rows]), topics, hp, seed)
-        x, y = feature_matrix(enriched), train[LABEL].to_numpy()
-        scorer = make_scorer(hp, seed).fit(x[fit_rows], y[fit_rows])
-        probability[score_rows] = scorer.predict_proba(x[score_rows])[:, 1]
+        enriched = cf_by_origin(context, np.unique(users[fit_rows]), topics, hp, seed)
+        scorer = TwoStageScorer.fit(enriched.iloc[fit_rows], p, hp, seed)
+        probability[score_rows] = scorer.probability(enriched.iloc[score_rows])
         if report is not None:
             done = ~np.isnan(probability)
             report(step, rank_quality(train[done], probability[done], p)[f"ndcg_{p.top_k}"])
@@ -481,12 +615,14 @@ def fit_recommender(
     calibrator = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(
         out_of_fold(train, data.topics, hp, p, seed), y
     )
-    enriched = cf_by_origin(train, train["user_id"].unique(), data.topics, hp, seed)
+    context = with_context(train, p.prior_answers)
+    enriched = cf_by_origin(context, train["user_id"].unique(), data.topics, hp, seed)
     return HybridRecommender(
         collaborative=CollaborativeFilter.fit(data.reference, data.topics, hp, seed),
-        scorer=make_scorer(hp, seed).fit(feature_matrix(enriched), y),
+        scorer=TwoStageScorer.fit(enriched, p, hp, seed),
         calibrator=calibrator,
         mastery=MasteryRule(p.mastery_min_attempts, p.mastery_accuracy),
+        prior_answers=p.prior_answers,
     )
 
 
@@ -836,8 +972,8 @@ class TopicRecommenderSpec:
         # One thread beats two on 2 shared cores (OpenMP workers spin while waiting).
         with threadpool_limits(1):
             recommender = fit_recommender(data, hp, p, ctx.seed)
-            without_cf = make_scorer(hp, ctx.seed).fit(
-                feature_matrix(train, SCORER_FEATURES), train[LABEL].to_numpy()
+            without_cf = TwoStageScorer.fit(
+                with_context(train, p.prior_answers), p, hp, ctx.seed, OWN_FEATURES
             )
         model = TopicRecommenderPyfunc(recommender)
         truth = (
@@ -848,7 +984,7 @@ class TopicRecommenderSpec:
         report, confidences = evaluate(
             lambda frame: model.predict(None, frame), data, p, ctx.seed, truth
         )
-        ablation = without_cf.predict_proba(feature_matrix(holdout, SCORER_FEATURES))[:, 1]
+        ablation = without_cf.probability(with_context(holdout, p.prior_answers))
         report["ablation_without_cf"] = method_metrics(
             holdout, ablation, ablation, p, len(data.topics)
         )
