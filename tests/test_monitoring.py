@@ -14,10 +14,11 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from sqlalchemy import Engine, Table, insert, update
@@ -75,6 +76,10 @@ def monitored(
         rows += focus_predictions(frames.for_users(students), moment)
     for moment in (as_of - timedelta(days=2), as_of - timedelta(days=65)):
         rows += progress_predictions(frames.for_users(students), moment)
+    rows += [  # what was recommended does not matter to drift: who asked does
+        prediction_row("prepiq-topic-recommender", user, as_of - timedelta(days=3), {})
+        for user in students
+    ]
     with engine.begin() as conn:
         conn.execute(insert(ModelPrediction), rows)
     yield Monitored(url, engine, data_dir, as_of, students)
@@ -214,10 +219,11 @@ def test_unshifted_serving_does_not_retrain(
     table = {
         line.split()[0]: line.split()
         for line in out.splitlines()
-        if line.startswith(("focus", "progress"))
+        if line.startswith(("focus", "progress", "topic"))
     }
     assert table["focus-area"][3] == "0/25"  # drifted / judged features
     assert table["progress-forecaster"][3] == "0/9"
+    assert table["topic-recommender"][3] == "0/13"
     run_id = out.rsplit("MLflow run ", 1)[1].split()[0]
     tags, params, artifacts = monitoring_run(run_id)
     assert tags["retraining_triggered"] == "false"
@@ -251,8 +257,8 @@ def test_shifted_serving_triggers_retraining(
     )
 
     assert report.triggered
-    drift, live = report.reasons
-    assert drift.startswith("focus-area: ") and "drifted" in drift
+    drift, live = (r for r in report.reasons if r.startswith("focus-area: "))
+    assert "features drifted" in drift
     assert "accuracy_last_30d" in report.drift["focus-area"]["drifted"]
     assert "seconds_per_mark" in report.drift["focus-area"]["drifted"]
     assert report.drift["progress-forecaster"]["drifted"] == []  # its inputs were not shifted
@@ -338,3 +344,36 @@ def test_retraining_goes_to_the_deployment_when_the_server_has_it(
     finally:
         with get_client(sync_client=True) as client:  # leave the session's server as it was
             client.delete_deployment(client.read_deployment_by_name(p.retrain_deployment).id)
+
+
+def test_served_predictions_reads_the_window_on_sqlite_and_postgres(
+    any_url: str, tmp_path: Path
+) -> None:
+    """Only predictions about a student, by a known model, made in (start, end], with
+    the response as a document (JSONB on PostgreSQL, JSON text on SQLite)."""
+    from pipelines.monitoring import served_predictions
+    from synthetic.generator import seed_source
+    from tests.conftest import END_DATE, migrated_engine
+
+    engine = migrated_engine(any_url)
+    seed_source(
+        engine, students=3, seed=1, days=60, end_date=END_DATE, truth_dir=tmp_path / "truth"
+    )
+    with engine.connect() as conn:
+        user = str(conn.exec_driver_sql("SELECT id FROM users ORDER BY id").scalars().first())
+    end = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 12, tzinfo=UTC)
+    response: dict[str, object] = {"user_id": user, "focus_areas": [{"topic_id": 3}]}
+    rows = [
+        prediction_row("prepiq-focus-area", user, end - timedelta(hours=1), response),
+        prediction_row("prepiq-focus-area", user, end - timedelta(days=8), response),
+        prediction_row("prepiq-focus-area", user, end + timedelta(hours=1), response),
+        prediction_row("prepiq-retired-model", user, end - timedelta(hours=1), response),
+        prediction_row("prepiq-focus-area", user, end - timedelta(hours=1), response)
+        | {"user_id": None},
+    ]
+    with engine.begin() as conn:
+        conn.execute(insert(ModelPrediction), rows)
+    served = served_predictions(engine, end - timedelta(days=7), end)
+    assert served["model"].tolist() == ["focus-area"]
+    assert served["response"].tolist() == [response]
+    assert served["created_at"].iloc[0] == pd.Timestamp(end - timedelta(hours=1))
