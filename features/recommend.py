@@ -111,8 +111,6 @@ def student_context(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     """One row per (student, enrolled topic): whether the student marked it as interesting,
     and the student's preferred difficulty."""
     frames = frames.as_of(as_of)
-    topics = frames["topics"][["id", "subject_id"]].rename(columns={"id": "topic_id"})
-    enrolled = frames["user_subjects"][["user_id", "subject_id"]].merge(topics, on="subject_id")
     preferences = frames["user_preferences"]
     interested = {
         (user, int(topic))
@@ -121,11 +119,27 @@ def student_context(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
         )
         for topic in json.loads(raw or "[]")
     }
+    difficulty = preferences.set_index("user_id")["preferred_difficulty"]
+    return context_rows(
+        frames["user_subjects"][["user_id", "subject_id"]], frames["topics"], interested, difficulty
+    )
+
+
+def context_rows(
+    enrolments: pd.DataFrame,
+    topics: pd.DataFrame,
+    interested: set[tuple[str, int]],
+    difficulty: pd.Series,
+) -> pd.DataFrame:
+    """`student_context` rows from its parts: enrolments (user_id, subject_id), the topics
+    table, the (student, topic) pairs marked interesting and each student's preferred
+    difficulty (missing: medium). Serving builds them from a request's body too."""
+    topics = topics[["id", "subject_id"]].rename(columns={"id": "topic_id"})
+    enrolled = enrolments.merge(topics, on="subject_id")
     enrolled["interested"] = [
         float((u, int(t)) in interested)
         for u, t in zip(enrolled["user_id"], enrolled["topic_id"], strict=True)
     ]
-    difficulty = preferences.set_index("user_id")["preferred_difficulty"]
     enrolled["preferred_difficulty"] = enrolled["user_id"].map(difficulty).fillna("medium")
     columns = ["user_id", "topic_id", "subject_id", "interested", "preferred_difficulty"]
     return enrolled[columns].sort_values(["user_id", "topic_id"]).reset_index(drop=True)
@@ -158,10 +172,16 @@ def candidate_topics(
     against the student's preferred level. `content` is `topic_content` when the caller
     keeps it: it depends on the catalogue and every student's ratings, not on the
     student (serving computes it once per catalogue copy, not per request)."""
-    context = student_context(frames, as_of)
-    practice = interactions(frames, as_of)
     if content is None:
         content = topic_content(frames, as_of)
+    return assemble_candidates(student_context(frames, as_of), interactions(frames, as_of), content)
+
+
+def assemble_candidates(
+    context: pd.DataFrame, practice: pd.DataFrame, content: pd.DataFrame
+) -> pd.DataFrame:
+    """`candidate_topics` from its parts: `student_context` rows, `interactions` rows and
+    `topic_content` (serving passes parts built from a request's body)."""
     content = content.drop(columns="subject_id")
     frame = context.merge(practice, on=["user_id", "topic_id"], how="left").merge(
         content, on="topic_id", how="left"

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from features import focus, progress
+from features import focus, progress, recommend
 from features.focus import FEATURE_COLUMNS
 from serving import schemas
-from serving.errors import InvalidInputError
+from serving.errors import InvalidInputError, NotFoundError
 from serving.models import ServedModel
 from serving.online_features import OnlineFeatures
 from training.progress_forecaster import output_column
@@ -193,7 +193,11 @@ def recommend_topics(
     model: ServedModel, features: OnlineFeatures, request: schemas.RecommendRequest
 ) -> Prediction:
     """The student's top-k topics (of one subject when asked)."""
-    inputs = features.recommend_inputs(request.user_id)
+    if request.user_id is not None:
+        inputs = features.recommend_inputs(request.user_id)
+    else:
+        assert request.inputs is not None  # the schema asks for one of the two
+        inputs = given_recommend_inputs(features, request.inputs)
     if request.subject_id is not None:
         inputs = inputs[inputs["subject_id"] == request.subject_id]
         if inputs.empty:
@@ -220,6 +224,47 @@ def recommend_topics(
         user_id=request.user_id, recommendations=recommendations, model=served_by(model)
     )
     return Prediction(response, inputs_digest(inputs), request.user_id)
+
+
+def given_recommend_inputs(
+    features: OnlineFeatures, given: schemas.RecommendInputs
+) -> pd.DataFrame:
+    """`features.recommend.candidate_topics` rows for a student described in the body:
+    their enrolments, preferences and practice, with the catalogue's topics and topic
+    facts. A subject, topic or repeat the catalogue cannot place is refused, naming it."""
+    catalogue = features.catalogue
+    topics = catalogue.frames["topics"]
+    known = set(topics["subject_id"].astype(int))
+    for index, subject in enumerate(given.subject_ids):
+        if subject not in known:
+            field = f"inputs.subject_ids.{index}"
+            raise NotFoundError(f"{field}: no subject {subject}", field)
+    _refuse_repeats(pd.Series(given.subject_ids), "inputs.subject_ids.{}", "subject given twice")
+    enrolled = set(topics.loc[topics["subject_id"].isin(given.subject_ids), "id"].astype(int))
+    practised = [p.topic_id for p in given.practice]
+    for template, ids in (
+        ("inputs.practice.{}.topic_id", practised),
+        ("inputs.interested_topic_ids.{}", given.interested_topic_ids),
+    ):
+        for index, topic in enumerate(ids):
+            if topic not in enrolled:
+                field = template.format(index)
+                message = f"{field}: topic {topic} is not in an enrolled subject"
+                raise InvalidInputError(message, field)
+    _refuse_repeats(
+        pd.Series(practised, dtype=int), "inputs.practice.{}.topic_id", "topic given twice"
+    )
+    student = "-"
+    context = recommend.context_rows(
+        pd.DataFrame({"user_id": student, "subject_id": given.subject_ids}),
+        topics,
+        {(student, topic) for topic in given.interested_topic_ids},
+        pd.Series({student: given.preferred_difficulty}),
+    )
+    columns = ["topic_id", *recommend.INTERACTION_COLUMNS]
+    practice = pd.DataFrame([p.model_dump() for p in given.practice], columns=columns)
+    practice.insert(0, "user_id", student)
+    return recommend.assemble_candidates(context, practice, catalogue.topic_content)
 
 
 class SubjectRankings:

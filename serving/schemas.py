@@ -209,15 +209,60 @@ class FocusAreasResponse(BaseModel):
 # -- topic recommendations ---------------------------------------------------------------
 
 
+class TopicPractice(Strict):
+    """How a student has practised one topic (`features.recommend.interactions`), for
+    callers that send the inputs themselves."""
+
+    topic_id: int = Field(ge=1, description="Topic.")
+    attempts: float = Field(ge=1, description="Answers given on the topic.")
+    accuracy: float = Field(ge=0, le=1, description="Share of right answers.")
+    attempts_last_30d: float = Field(ge=0, description="Answers in the last 30 days.")
+    accuracy_last_30d: float | None = Field(
+        default=None, ge=0, le=1, description="Share right in the last 30 days; null: none."
+    )
+    accuracy_gain: float = Field(
+        ge=-1, le=1, description="Recent minus earlier accuracy, both shrunk toward 0.5."
+    )
+    days_since_last_attempt: float = Field(ge=0, description="Days since the last answer.")
+
+
+class RecommendInputs(Strict):
+    """A student's enrolments, preferences and practice: the recommender's inputs
+    themselves (topic facts come from the catalogue)."""
+
+    subject_ids: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=50, description="Subjects the student is enrolled in."
+    )
+    practice: list[TopicPractice] = Field(
+        default_factory=list,
+        max_length=MAX_TOPICS,
+        description="Topics practised so far (empty for a new student).",
+    )
+    interested_topic_ids: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list, max_length=MAX_TOPICS, description="Topics marked interesting."
+    )
+    preferred_difficulty: Literal["easy", "medium", "hard"] = Field(
+        default="medium", description="The student's preferred question difficulty."
+    )
+
+
 class RecommendRequest(Strict):
-    """Topics a student should study next."""
+    """Topics a student should study next: give `user_id` (rows read from the source) or
+    `inputs` (enrolments, preferences and practice themselves), not both."""
 
     model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER, "top_k": 5}})
-    user_id: UserId
+    user_id: UserId | None = None
+    inputs: RecommendInputs | None = Field(default=None, description="Instead of a user_id.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many topics to return.")
     subject_id: int | None = Field(
         default=None, ge=1, description="Only topics of this enrolled subject."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RecommendRequest:
+        if (self.user_id is None) == (self.inputs is None):
+            raise ValueError("give exactly one of user_id or inputs")
+        return self
 
 
 class TopicRecommendation(BaseModel):
@@ -234,7 +279,7 @@ class TopicRecommendation(BaseModel):
 class RecommendResponse(BaseModel):
     """The student's top topics, best first (mastered topics left out)."""
 
-    user_id: str
+    user_id: str | None = Field(description="The student, when asked by user_id.")
     recommendations: list[TopicRecommendation]
     model: ServedBy
 

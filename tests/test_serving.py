@@ -167,6 +167,55 @@ def test_progress_from_sent_days_matches_the_forecast_from_the_source(
     )
 
 
+def test_recommendations_from_sent_inputs_match_those_from_the_source(
+    client: TestClient, student: str, served_models: str
+) -> None:
+    from core.database import get_engine
+    from features import recommend
+    from serving.online_features import RECOMMEND_STUDENT_TABLES, OnlineFeatures
+
+    online = OnlineFeatures(get_engine(served_models), 600)
+    frames = online.student_rows(student, RECOMMEND_STUDENT_TABLES)
+    context = recommend.student_context(frames, online.now())
+    practice = recommend.interactions(frames, online.now()).astype(object)
+    inputs = {
+        "subject_ids": sorted(int(s) for s in context["subject_id"].unique()),
+        "practice": practice.drop(columns="user_id")
+        .where(practice.notna(), None)
+        .to_dict("records"),
+        "interested_topic_ids": [
+            int(t) for t in context.loc[context["interested"] > 0, "topic_id"]
+        ],
+        "preferred_difficulty": context["preferred_difficulty"].iloc[0],
+    }
+    assert inputs["practice"], "the test student has practised"
+    sent = client.post(
+        "/api/v1/ml/recommend/topics", json={"inputs": inputs, "top_k": 10}, headers=as_service()
+    )
+    by_id = client.post(
+        "/api/v1/ml/recommend/topics", json={"user_id": student, "top_k": 10}, headers=as_service()
+    )
+    assert sent.status_code == by_id.status_code == 200, sent.text
+    assert sent.json()["user_id"] is None
+    mine, theirs = sent.json()["recommendations"], by_id.json()["recommendations"]
+    assert [r["topic_id"] for r in mine] == [r["topic_id"] for r in theirs]
+    # Ages differ by the seconds between the two builds: confidences agree closely.
+    assert [r["confidence"] for r in mine] == pytest.approx(
+        [r["confidence"] for r in theirs], abs=1e-3
+    )
+    first = inputs["practice"][0]
+    for body, status, field in (
+        ({**inputs, "subject_ids": [999]}, 404, "inputs.subject_ids.0"),
+        ({**inputs, "practice": [first, first]}, 400, "inputs.practice.1.topic_id"),
+        ({**inputs, "interested_topic_ids": [99_999]}, 400, "inputs.interested_topic_ids.0"),
+        ({**inputs, "preferred_difficulty": "brutal"}, 400, "inputs.preferred_difficulty"),
+    ):
+        answer = client.post(
+            "/api/v1/ml/recommend/topics", json={"inputs": body}, headers=as_service()
+        )
+        assert_error(answer, status, field)
+
+
 def test_models_status_reports_each_model_and_its_traffic(client: TestClient, student: str) -> None:
     client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service())
     assert client.get("/readyz").status_code == 200
