@@ -337,46 +337,71 @@ def practice_context(rows: pd.DataFrame, prior_answers: float) -> pd.DataFrame:
     level against the subject's (the level the label's improvement is measured from),
     how the student's recent practice favours weak topics, and the topic's syllabus
     position after the furthest topic quizzed (overall, recently, and the busiest one) with
-    the pace of new topics: what the student will practise next, and where they improve."""
-    student = [rows["user_id"], rows["origin"]] if "origin" in rows else [rows["user_id"]]
-    subject = [*student, rows["subject_id"]]
-    recent, attempts = rows["attempts_last_30d"], rows["attempts"]
-    practised = rows["practised"] > 0
-    out = pd.DataFrame(index=rows.index)
-    out["subjects"] = rows.groupby(student)["subject_id"].transform("nunique")
-    out["student_recent_answers"] = recent.groupby(student).transform("sum")
-    out["subject_recent_answers"] = recent.groupby(subject).transform("sum")
-    out["recent_share"] = (recent / out["subject_recent_answers"]).where(
-        out["subject_recent_answers"] > 0, 0.0
-    )
-    out["answer_share"] = (attempts / rows["subject_attempts"]).where(
-        rows["subject_attempts"] > 0, 0.0
-    )
-    subject_level = rows["subject_accuracy"].fillna(0.5)
-    level = (rows["accuracy"].fillna(0.0) * attempts + prior_answers * subject_level) / (
+    the pace of new topics: what the student will practise next, and where they improve.
+    Group sums and maxima are numpy (`bincount`), not pandas transforms: serving derives
+    these for every request."""
+    keys = ["user_id", "origin"] if "origin" in rows else ["user_id"]
+    student = rows.groupby(keys, sort=False).ngroup().to_numpy()
+    subject = rows.groupby([*keys, "subject_id"], sort=False).ngroup().to_numpy()
+    # Each subject group's student, to count a student's subjects.
+    subject_student = np.zeros(subject.max() + 1 if len(rows) else 0, dtype=int)
+    subject_student[subject] = student
+
+    def total(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+        return np.bincount(groups, weights=values)[groups]
+
+    def furthest(values: np.ndarray) -> np.ndarray:
+        top = np.full(subject.max() + 1 if len(rows) else 0, -np.inf)
+        np.maximum.at(top, subject, values)
+        return np.where(np.isfinite(top), top, np.nan)[subject]
+
+    recent = rows["attempts_last_30d"].to_numpy(dtype=float)
+    attempts = rows["attempts"].to_numpy(dtype=float)
+    practised = rows["practised"].to_numpy() > 0
+    position = rows["position"].to_numpy(dtype=float)
+    subject_level = rows["subject_accuracy"].fillna(0.5).to_numpy(dtype=float)
+    accuracy = rows["accuracy"].to_numpy(dtype=float)
+    level = (np.nan_to_num(accuracy) * attempts + prior_answers * subject_level) / (
         attempts + prior_answers
     )
-    out["level"] = level
-    out["level_below_subject"] = subject_level - level
-    out["recent_vs_level"] = rows["accuracy_last_30d"] - level
-    out["new_topic"] = (practised & (attempts == recent)).astype(float)
-    out["new_topics_in_subject"] = out["new_topic"].groupby(subject).transform("sum")
-    out["weakness_rank"] = level.where(practised).groupby(subject).rank(pct=True)
+    student_recent = total(recent, student)
+    subject_recent = total(recent, subject)
+    subject_attempts = rows["subject_attempts"].to_numpy(dtype=float)
+    new_topic = (practised & (attempts == recent)).astype(float)
     weak_recent = recent * (practised & (level < subject_level))
-    out["weak_focus"] = weak_recent.groupby(student).transform("sum") / out[
-        "student_recent_answers"
-    ].where(out["student_recent_answers"] > 0)
-    out["recent_rank"] = recent.groupby(subject).rank(ascending=False, method="min")
-    position = rows["position"]
-    for name, reached in (
-        ("after_quizzed", attempts >= QUIZZED_ANSWERS),
-        ("after_recent_quizzed", recent >= QUIZZED_ANSWERS),
-        ("after_busiest", (recent == recent.groupby(subject).transform("max")) & (recent > 0)),
-    ):
-        out[name] = position - position.where(reached).groupby(subject).transform("max")
+    busiest = (recent == furthest(recent)) & (recent > 0)
     quizzed_new = ((attempts >= QUIZZED_ANSWERS) & (attempts == recent)).astype(float)
-    out["pace"] = quizzed_new.groupby(subject).transform("sum")
-    return out.astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = {
+            "subjects": np.bincount(subject_student)[student],
+            "student_recent_answers": student_recent,
+            "subject_recent_answers": subject_recent,
+            "recent_share": np.where(subject_recent > 0, recent / subject_recent, 0.0),
+            "answer_share": np.where(subject_attempts > 0, attempts / subject_attempts, 0.0),
+            "level": level,
+            "level_below_subject": subject_level - level,
+            "recent_vs_level": rows["accuracy_last_30d"].to_numpy(dtype=float) - level,
+            "new_topic": new_topic,
+            "new_topics_in_subject": total(new_topic, subject),
+            "weakness_rank": pd.Series(np.where(practised, level, np.nan))
+            .groupby(subject)
+            .rank(pct=True)
+            .to_numpy(),
+            "weak_focus": np.where(
+                student_recent > 0, total(weak_recent, student) / student_recent, np.nan
+            ),
+            "recent_rank": pd.Series(recent)
+            .groupby(subject)
+            .rank(ascending=False, method="min")
+            .to_numpy(),
+            "after_quizzed": position
+            - furthest(np.where(attempts >= QUIZZED_ANSWERS, position, -np.inf)),
+            "after_recent_quizzed": position
+            - furthest(np.where(recent >= QUIZZED_ANSWERS, position, -np.inf)),
+            "after_busiest": position - furthest(np.where(busiest, position, -np.inf)),
+            "pace": total(quizzed_new, subject),
+        }
+    return pd.DataFrame(out, index=rows.index).astype(float)
 
 
 def with_context(rows: pd.DataFrame, prior_answers: float) -> pd.DataFrame:
