@@ -8,9 +8,12 @@ A hybrid of collaborative filtering and content-based scoring:
   practice by least squares (the solve of implicit's `recalculate_user`), so a student
   unseen at training is scored exactly like one seen;
 - content and context: the columns of `features.recommend.candidate_topics` (weak areas,
-  interests, preferred difficulty, syllabus weight and position, past-paper frequency);
-- a gradient-boosted scorer over both, whose probability, calibrated by isotonic regression
-  on out-of-fold predictions of the training students, is the confidence.
+  interests, preferred difficulty, syllabus weight and position, past-paper frequency),
+  and the student's own practice context derived from those rows (`practice_context`:
+  where their quizzing has reached in each syllabus, their pace, recent focus);
+- a two-stage gradient-boosted scorer over all of them (P(practised in the window) x
+  P(improved | practised), `TwoStageScorer`), whose probability, calibrated by isotonic
+  regression on out-of-fold predictions of the training students, is the confidence.
 
 Label, from the source only: a topic is relevant for a student at origin t when the student
 practises it in the following window (at least `min_window_answers` answers) AND their
