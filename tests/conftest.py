@@ -40,6 +40,24 @@ def prepiq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def private_tracking_store(tmp_path: Path) -> Iterator[str]:
+    """A tracking store and registry of the test's own, so a model it trains does not
+    become a new version in the session's store (whose first versions the serving tests
+    serve). MLflow points back at the session's store afterwards. Yields the URI."""
+    from core.config import get_settings
+    from training import tracking
+
+    uri = f"sqlite:///{tmp_path / 'private-mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        get_settings.cache_clear()
+        tracking.configure()
+        yield uri
+    get_settings.cache_clear()
+    tracking.configure()
+
+
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)

@@ -237,6 +237,7 @@ def test_shifted_serving_triggers_retraining(
     prefect_harness: None,
     small_data_params: Path,
     alert_inbox: Inbox,
+    private_tracking_store: str,
 ) -> None:
     """A shift in what the served students do crosses the drift and live-quality
     thresholds; the focus-area model is retrained in this process on a new snapshot of
@@ -269,7 +270,7 @@ def test_shifted_serving_triggers_retraining(
     assert report.retraining is not None
     assert report.retraining["mode"] == "in-process"
     version = report.retraining["models"]["prepiq-focus-area"]
-    client = MlflowClient()
+    client = MlflowClient(private_tracking_store, private_tracking_store)
     run_id = client.get_model_version("prepiq-focus-area", version).run_id
     assert run_id is not None
     trained = client.get_run(run_id)
