@@ -466,6 +466,7 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` (the service's OpenAPI document) with every protected operation declaring
     the error responses above in the one error shape, and readiness its 503."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    _restore_nullable(spec, schemas)
     schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
     error_content = {"application/json": {"schema": {"$ref": ERROR_REF}}}
     for path, item in spec.get("paths", {}).items():
@@ -491,3 +492,24 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
                     }
                 responses[str(status)] = response
     return spec
+
+
+def _restore_nullable(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Mark `nullable` the response fields that may be null. BentoML inlines each API's
+    response model (titled `<Model>IODescriptor`) with `str | None` turned into plain
+    `string`, so a null `user_id` would break the published contract; the model's own
+    component schema still says which fields take null."""
+    for item in spec.get("paths", {}).values():
+        for method in METHODS:
+            operation = item.get(method)
+            if not isinstance(operation, dict):
+                continue
+            for response in operation.get("responses", {}).values():
+                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+                model = schemas.get(str(schema.get("title", "")).removesuffix("IODescriptor"))
+                if model is None:
+                    continue
+                for name, field in schema.get("properties", {}).items():
+                    options = model.get("properties", {}).get(name, {}).get("anyOf", [])
+                    if any(option.get("type") == "null" for option in options):
+                        field["nullable"] = True

@@ -42,7 +42,8 @@ from training.model_spec import Outcome, TrainingContext
 from training.runs import load_frames, register_model
 from training.slices import SLICE_COLUMNS
 
-pytestmark = pytest.mark.usefixtures("small_data_params")
+# Promotion imports champions into the session's BentoML store: leave it as found.
+pytestmark = pytest.mark.usefixtures("small_data_params", "model_store_as_found")
 SPEC = fa.SPEC
 NAME = fa.NAME
 

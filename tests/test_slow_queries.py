@@ -41,7 +41,7 @@ def test_with_a_zero_threshold_every_statement_is_logged_and_counted(
     assert sample("prepiq_db_query_duration_seconds_count") == timed + 1
     (logged,) = slow_logs(capsys.readouterr().err)
     assert logged["statement"] == "SELECT 42 AS answer"
-    assert logged["component"] == "pipeline"
+    assert logged["component"] == component()  # "service" once an in-process service ran
 
 
 def test_a_slow_postgres_query_is_logged_and_quick_ones_are_not(
