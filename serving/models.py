@@ -247,9 +247,14 @@ class ModelSet:
                     continue
                 tag = str(chosen[0].tag)
                 current = self._models.get(key)
-                if current is None or current.bento_tag != tag:
+                if current is not None and current.bento_tag == tag:
+                    continue
+                try:
                     self._models[key] = load_model(key, self._tracking_uri, aliases, chosen)
-                    changed[key] = tag
+                except Exception as exc:  # keep serving the loaded one; reload the others
+                    log.error("model not reloaded", model=store_name(key), error=str(exc))
+                    continue
+                changed[key] = tag
         return changed
 
     def get(self, key: str) -> ServedModel | None:

@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -39,24 +39,32 @@ def forest_proba(forest: Any, x: np.ndarray) -> np.ndarray:
     return total
 
 
-_FAST_CHECKED: dict[int, bool] = {}
 _FAST_LOCK = threading.Lock()
+FAST_CHECKED = "_prepiq_fast_checked"  # set on a forest once `use_fast_forest` judged it
+
+
+def fast_forest_pending(model: ServedModel) -> bool:
+    """True while the model's forest has not been judged by `use_fast_forest` yet (False
+    for a model that is no sklearn forest): the request path builds the check's rows only
+    then, not on every request."""
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+
+    forest = getattr(model.model, "estimator", None)
+    return isinstance(forest, RandomForestClassifier | ExtraTreesClassifier) and not hasattr(
+        forest, FAST_CHECKED
+    )
 
 
 def use_fast_forest(model: ServedModel, x: np.ndarray) -> None:
     """Give the model's forest (`model.model.estimator`) the exact fast `forest_proba`,
-    once per loaded model, only after checking on `x` (the first request's rows) that it
-    returns what sklearn returns, bit for bit; otherwise leave sklearn's in place."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
-    forest = getattr(model.model, "estimator", None)
-    key = id(model.model)
-    if key in _FAST_CHECKED or not isinstance(
-        forest, RandomForestClassifier | ExtraTreesClassifier
-    ):
+    once per loaded forest, only after checking on `x` (the first request's rows) that it
+    returns what sklearn returns, bit for bit; otherwise leave sklearn's in place. The
+    verdict is kept on the forest itself, so a reloaded model is judged afresh."""
+    if not fast_forest_pending(model):
         return
+    forest = model.model.estimator
     with _FAST_LOCK:
-        if key in _FAST_CHECKED:
+        if hasattr(forest, FAST_CHECKED):
             return
         sklearns = forest.predict_proba
         same = (
@@ -73,7 +81,7 @@ def use_fast_forest(model: ServedModel, x: np.ndarray) -> None:
 
         if same:
             forest.predict_proba = fast
-        _FAST_CHECKED[key] = same
+        setattr(forest, FAST_CHECKED, same)
 
 
 @dataclass(frozen=True)
@@ -167,26 +175,27 @@ def predict_focus_areas(
         inputs = inputs[["topic_id", *FEATURE_COLUMNS]]
     areas: list[schemas.FocusArea] = []
     if not inputs.empty:
-        use_fast_forest(model, focus.feature_matrix(inputs))
+        if fast_forest_pending(model):  # the first request only
+            use_fast_forest(model, focus.feature_matrix(inputs))
         out = model.predict(inputs).sort_values("priority")
-        for record in out.to_dict("records"):
-            name, subject = features.topic(int(record["topic_id"]))
-            areas.append(
-                schemas.FocusArea(
-                    topic_id=int(record["topic_id"]),
-                    topic_name=name,
-                    subject_id=subject,
-                    weak_probability=float(record["weak_probability"]),
-                    is_weak=bool(record["is_weak"]),
-                    expected_score_gain=float(record["expected_score_gain"]),
-                    practice=str(record["practice"]),
-                    priority=int(record["priority"]),
-                )
-            )
+        areas = named_topics(out, features, schemas.FocusArea)
     response = schemas.FocusAreasResponse(
         user_id=request.user_id, focus_areas=areas, model=served_by(model)
     )
     return Prediction(response, inputs_digest(inputs), request.user_id)
+
+
+Topical = TypeVar("Topical", schemas.FocusArea, schemas.TopicRecommendation)
+
+
+def named_topics(out: pd.DataFrame, features: OnlineFeatures, item: type[Topical]) -> list[Topical]:
+    """One `item` per row of a model's output, in order, with the topic's name and subject
+    from the catalogue (`to_dict` gives Python values; columns `item` lacks are ignored)."""
+    found = []
+    for record in out.to_dict("records"):
+        name, subject = features.topic(int(record["topic_id"]))
+        found.append(item.model_validate({**record, "topic_name": name, "subject_id": subject}))
+    return found
 
 
 def recommend_topics(
@@ -208,18 +217,7 @@ def recommend_topics(
     recommendations: list[schemas.TopicRecommendation] = []
     if not inputs.empty:
         out = model.predict(inputs.reset_index(drop=True)).head(request.top_k)
-        for record in out.to_dict("records"):
-            name, subject = features.topic(int(record["topic_id"]))
-            recommendations.append(
-                schemas.TopicRecommendation(
-                    topic_id=int(record["topic_id"]),
-                    topic_name=name,
-                    subject_id=subject,
-                    rank=int(record["rank"]),
-                    confidence=float(record["confidence"]),
-                    reason=str(record["reason"]),
-                )
-            )
+        recommendations = named_topics(out, features, schemas.TopicRecommendation)
     response = schemas.RecommendResponse(
         user_id=request.user_id, recommendations=recommendations, model=served_by(model)
     )
