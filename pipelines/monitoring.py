@@ -46,6 +46,7 @@ from features.frames import SHARED_TABLES, SourceFrames, from_snapshot, from_sou
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import BUILDERS, FEATURES_DIR
 from features.store import TABLES as SNAPSHOT_TABLES
+from pipelines.alerts import alert_on_failure, send_alert
 from training.focus_area import LABEL, FocusAreaParams, examples_at
 from training.metrics import binary_classification
 from training.models import MODELS
@@ -650,7 +651,7 @@ def log_report(
     return log_to_mlflow(report, p, drift_plots(report, references, currents, p.psi_threshold))
 
 
-@flow(name="prepiq-monitor", log_prints=True)
+@flow(name="prepiq-monitor", log_prints=True, on_failure=[alert_on_failure])
 def monitoring_flow(
     lookback_days: int | None = None,
     as_of: datetime | None = None,
@@ -696,8 +697,6 @@ def monitoring_flow(
         logger.warning("retraining threshold crossed: %s", line)
     failure: PrepIQError | None = None
     if report.triggered and (p.retrain if retrain is None else retrain):
-        from pipelines.alerts import send_alert
-
         try:
             report.retraining = start_retraining(p, mode, source_url, data_dir, as_of)
         except PrepIQError as exc:  # e.g. the data gate blocked the new snapshot

@@ -336,15 +336,9 @@ def _one_model(model: str) -> str:
 
 def _snapshot_context() -> TrainingContext:
     """The training context of the current snapshot (data/raw) and params.yaml."""
-    from core.exceptions import ConfigError
-    from features.snapshot import RAW_DIR, read_manifest
-    from pipelines.train import training_context
+    from pipelines.scheduled import snapshot_context
 
-    data_dir = get_settings().data_dir
-    manifest = read_manifest(data_dir / RAW_DIR)
-    if manifest is None:
-        raise ConfigError(f"no snapshot in {data_dir / RAW_DIR}; run `prepiq ingest` first")
-    return training_context(data_dir, datetime.fromisoformat(manifest.as_of))
+    return snapshot_context(get_settings().data_dir)
 
 
 @app.command()
