@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import aiohttp
 import httpx
 import numpy as np
 import psutil  # type: ignore[import-untyped]
+
+from core.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "serving.json"
@@ -177,12 +178,6 @@ def load_inputs(count: int) -> dict[str, Any]:
 
 
 # -- servers ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

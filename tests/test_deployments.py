@@ -7,7 +7,6 @@ registered and the promotion gate judged it (audited under the deployment's name
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from mlflow import MlflowClient
 
 from core.config import PROJECT_ROOT, get_settings
 from core.exceptions import ConfigError
+from core.net import free_port
 from pipelines.deployments import (
     DEPLOYMENTS,
     DeploymentSpec,
@@ -107,12 +107,6 @@ def test_a_flow_not_written_yet_is_skipped_or_refused_when_named(
     )
     with pytest.raises(ConfigError, match=r"no such flow yet: pipelines\.not_written_yet"):
         register(POOL, ["archive"])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_deploy_without_a_reachable_server_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

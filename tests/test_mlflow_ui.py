@@ -30,6 +30,7 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from core.config import PROJECT_ROOT, Settings, get_settings
 from core.exceptions import UnsupportedURLError
+from core.net import free_port
 from prepiq.mlflow_ui import server_command, store_uri
 from registry.aliases import CHALLENGER, CHAMPION, alias_version
 from training.models import MODELS
@@ -44,12 +45,6 @@ STOP_TIMEOUT_S = 30.0
 UI_TIMEOUT_MS = 60_000
 PREPIQ = Path(sys.executable).with_name("prepiq")  # the console script ops run
 ARTIFACTS = Path(os.environ.get("PREPIQ_TEST_ARTIFACTS", PROJECT_ROOT / "test-artifacts"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -145,4 +145,7 @@ def test_input_cache_expires_and_keeps_its_size() -> None:
     time.sleep(0.06)
     cache.get_or_build("c", build)
     assert len(builds) == 4
-    assert len(InputCache(seconds=0)._items) == 0
+    off = InputCache(seconds=0)  # 0 turns the cache off: every call builds, nothing kept
+    off.get_or_build("c", build)
+    off.get_or_build("c", build)
+    assert len(builds) == 6 and not off._items

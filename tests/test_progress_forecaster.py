@@ -22,21 +22,17 @@ from core.exceptions import ConfigError, HoldoutError
 from features.frames import SourceFrames, from_snapshot
 from features.progress import SEQUENCE_COLUMNS, STATIC_COLUMNS, daily_sequences
 from features.store import TABLES
+from synthetic.small_source import SMALL_SOURCE_PARAMS
 from tests.conftest import END_DATE
 from training import progress_forecaster as pf
 from training.model_spec import Outcome, TrainingContext
 
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
 # Small and fast: the 120-day fixture holds +30/+60 day labels (and truth) for 6 origins.
-SECTION = {
-    "horizons_days": [30, 60],
-    "window_days": 28,
-    "holdout_fraction": 0.3,
-    "cv_folds": 2,
-    "cv_validation_origins": 1,
-    "backtest_days_before_as_of": [90, 60, 30],
+# The small source's section, with one trial of a fixed network trained longer.
+SECTION: dict[str, Any] = {
+    **SMALL_SOURCE_PARAMS["progress_forecaster"],
     "trials": 1,
-    "batch_size": 64,
     "search_space": {
         "hidden_size": [16, 16],
         "layers": [1, 1],

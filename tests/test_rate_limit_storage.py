@@ -47,6 +47,7 @@ def redis_db() -> Iterator[str]:
         client.ping()
     except redis.ConnectionError as exc:  # the machine's Redis runs on CI too
         pytest.fail(f"the local Redis at {REDIS_URL} is down: {exc}")
+    client.flushdb()  # counts an interrupted earlier run left
     yield url
     client.flushdb()
 

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from core.config import OFFLINE_ENV, PROJECT_ROOT, get_settings
+from core.net import free_port
 from tests.conftest import POSTGRES_SERVER
 from tests.serving_support import as_service, service_env
 from training.models import MODELS
@@ -73,12 +73,6 @@ def serving_sources() -> list[str]:
         if line.startswith("COPY ") and "--from" not in line:
             sources += line.split()[1:-1]
     return sources
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 Command = Sequence[str | Path]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,6 +36,7 @@ from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
 from core.config import PROJECT_ROOT, get_settings
+from core.net import free_port
 from features.schema import ModelPrediction
 from tests.serving_support import (
     SCHEMA_TEST_KEY,
@@ -53,12 +53,6 @@ from training.models import MODELS
 FOCUS = "focus-area"
 READY_TIMEOUT_S = 180.0
 SHUTDOWN_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]:
