@@ -360,16 +360,22 @@ def progress_quality(
     rows = served_rows(latest)
     horizons = tuple(sorted({int(f["horizon_days"]) for *_, r in rows for f in r["forecasts"]}))
     truth, point, low, high = (np.full((len(latest), len(horizons)), np.nan) for _ in range(4))
+    due: dict[date, list[tuple[int, int, str]]] = {}  # day -> the cells about it
     for i, (user, made, response) in enumerate(rows):
         by_horizon = {int(f["horizon_days"]): f for f in response["forecasts"]}
         for k, h in enumerate(horizons):
             day = forecast_due(made, h, as_of)
             if h in by_horizon and day is not None:
-                users = np.array([user])
-                truth[i, k] = completion_reached(frames["user_progress"], users, day)[0]
+                due.setdefault(day, []).append((i, k, user))
                 forecast = by_horizon[h]
                 point[i, k] = forecast["completion_percent"]
                 low[i, k], high[i, k] = forecast["low_percent"], forecast["high_percent"]
+    # One pass over the progress rows per day, for every student due then (not per cell).
+    for day, cells in due.items():
+        users = np.array([user for *_, user in cells])
+        reached = completion_reached(frames["user_progress"], users, day)
+        for (i, k, _), value in zip(cells, reached, strict=True):
+            truth[i, k] = value
     return horizon_errors(truth, point, horizons, (low, high))
 
 
