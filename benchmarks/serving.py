@@ -66,6 +66,9 @@ TARGETS_P99_MS = {
 }
 RSS_TARGET_MB = 1536.0
 SPEEDUP_TARGET = 2.0
+# Open-loop arrivals per second per route: about 180,000 requests an hour on one 2-core
+# replica, the design load the latency targets are judged at.
+DEFAULT_RATE = 50.0
 
 
 @dataclass(frozen=True)
@@ -283,14 +286,8 @@ async def closed_loop(
             nonlocal counter
             while (now := loop.time()) < stop_at:
                 counter += 1
-                body = call.body(counter) if call.body is not None else None
                 began = time.perf_counter()
-                try:
-                    async with session.request(call.method, call.path, json=body) as response:
-                        await response.read()
-                        problem = None if response.status == 200 else str(response.status)
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    problem = type(exc).__name__
+                problem = await send(session, call, counter)
                 elapsed = time.perf_counter() - began
                 if now >= measure_from:
                     if problem is None:
@@ -299,6 +296,11 @@ async def closed_loop(
                         errors[problem] = errors.get(problem, 0) + 1
 
         await asyncio.gather(*(one_client() for _ in range(clients)))
+    return summary(latencies, errors, seconds)
+
+
+def summary(latencies: list[float], errors: dict[str, int], seconds: float) -> dict[str, Any]:
+    """Count, errors, requests/s and latency percentiles (ms) of one measured window."""
     done = np.array(latencies) * 1000
     stats: dict[str, Any] = {
         "requests": len(latencies),
@@ -313,12 +315,81 @@ async def closed_loop(
     return stats
 
 
+async def send(session: aiohttp.ClientSession, call: Call, number: int) -> str | None:
+    """One request; None when it answered 200, else what went wrong."""
+    body = call.body(number) if call.body is not None else None
+    try:
+        async with session.request(call.method, call.path, json=body) as response:
+            await response.read()
+            return None if response.status == 200 else str(response.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return type(exc).__name__
+
+
+async def open_loop(
+    url: str,
+    call: Call,
+    clients: int,
+    rate: float,
+    seconds: float,
+    warmup: float,
+    headers: dict[str, str],
+) -> dict[str, Any]:
+    """Requests arriving at `rate` per second (Poisson, seeded), whether or not earlier
+    ones have answered, sent over at most `clients` concurrent connections. A request's
+    latency runs from its scheduled arrival, so time spent waiting for a free connection
+    counts (no coordinated omission); statistics over arrivals in the `seconds` after
+    `warmup` seconds."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    rng = np.random.default_rng(SEED)
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=30.0)
+    async with aiohttp.ClientSession(
+        base_url=url, headers=headers, connector=connector, timeout=timeout
+    ) as session:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(clients)
+        measure_from = loop.time() + warmup
+        stop_at = measure_from + seconds
+
+        async def arrival(number: int, scheduled: float) -> None:
+            async with slots:
+                problem = await send(session, call, number)
+            if scheduled < measure_from:
+                return
+            if problem is None:
+                latencies.append(loop.time() - scheduled)
+            else:
+                errors[problem] = errors.get(problem, 0) + 1
+
+        pending = []
+        scheduled = loop.time()
+        number = 0
+        while scheduled < stop_at:
+            await asyncio.sleep(max(0.0, scheduled - loop.time()))
+            number += 1
+            pending.append(asyncio.create_task(arrival(number, scheduled)))
+            scheduled += float(rng.exponential(1.0 / rate))
+        await asyncio.gather(*pending)
+    stats = summary(latencies, errors, seconds)
+    stats["offered_per_second"] = rate
+    return stats
+
+
 def run_load(
     url: str, call: Call, args: argparse.Namespace, headers: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    return asyncio.run(
+    """The route's closed-loop figures (capacity), with the open-loop figures at
+    `args.rate` under "open_loop" (the latency targets are judged there)."""
+    stats = asyncio.run(
         closed_loop(url, call, args.clients, args.seconds, args.warmup, headers or {})
     )
+    if args.rate > 0:
+        stats["open_loop"] = asyncio.run(
+            open_loop(url, call, args.clients, args.rate, args.seconds, args.warmup, headers or {})
+        )
+    return stats
 
 
 def by_user(users: list[str], **extra: Any) -> Callable[[int], dict[str, Any]]:
@@ -389,11 +460,13 @@ def machine() -> dict[str, Any]:
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
     routes = report["bentoml"]["routes"]
     checks: dict[str, Any] = {}
+    rate = report["load"]["open_loop_per_second"]
     for route, limit in TARGETS_P99_MS.items():
-        got = routes[route].get("p99_ms")
-        checks[f"{route} p99 <= {limit:g} ms"] = got is not None and got <= limit
-    checks["zero errors"] = all(r["errors"] == 0 for r in routes.values()) and (
-        report["mlflow"]["focus_area"]["errors"] == 0
+        got = routes[route].get("open_loop", {}).get("p99_ms")
+        checks[f"{route} p99 <= {limit:g} ms at {rate:g} req/s"] = got is not None and got <= limit
+    every = [*routes.values(), report["mlflow"]["focus_area"]]
+    checks["zero errors"] = all(
+        r["errors"] == 0 and r.get("open_loop", {}).get("errors", 0) == 0 for r in every
     )
     side = report["focus_area_side_by_side"]
     checks[f"focus-area >= {SPEEDUP_TARGET:g}x mlflow requests/s at <= p99"] = (
@@ -415,6 +488,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=DEFAULT_RATE,
+        help="open-loop arrivals per second per route (0: closed loop only)",
+    )
+    parser.add_argument(
+        "--materialised-students",
+        type=int,
+        default=None,
+        help="the service's PREPIQ_SERVING_MATERIALISED_STUDENTS (0 turns the store off)",
+    )
+    parser.add_argument(
         "--load-students", type=int, default=2000, help="most students the load cycles"
     )
     parser.add_argument("--hot-students", type=int, default=8, help="students of the repeat load")
@@ -430,7 +515,8 @@ def main() -> None:
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "load": {
-            "kind": "closed loop",
+            "kind": "closed loop (capacity), then open loop at a fixed rate (latency targets)",
+            "open_loop_per_second": args.rate,
             "client": f"aiohttp {aiohttp.__version__}, one process",
             "clients": args.clients,
             "seconds_per_route": args.seconds,
@@ -439,6 +525,7 @@ def main() -> None:
             "feature_cache_seconds": float(
                 os.environ.get("PREPIQ_SERVING_FEATURE_CACHE_SECONDS", "") or 5.0
             ),
+            "materialised_students": args.materialised_students,
         },
     }
     with contextlib.ExitStack() as stack:
@@ -494,6 +581,8 @@ def bench_bentoml(
         PREPIQ_SERVING_RATE_LIMIT="100000000/minute",
         PREPIQ_LOG_LEVEL="WARNING",
     )
+    if args.materialised_students is not None:
+        env["PREPIQ_SERVING_MATERIALISED_STUDENTS"] = str(args.materialised_students)
     command = [
         bin_path("bentoml"),
         "serve",
@@ -511,6 +600,7 @@ def bench_bentoml(
         "routes": {},
     }
     headers = {"X-API-Key": API_KEY}
+    result["materialised_inputs"] = wait_for_store(server.url, headers)
     for route, call in prepiq_calls(inputs, args.hot_students).items():
         stats = run_load(server.url, call, args, headers)
         if route in ("progress", "focus-areas", "recommend") and stats["requests_per_second"]:
@@ -521,6 +611,23 @@ def bench_bentoml(
     result["rss_after_load"] = server.rss_mb()
     server.stop()
     return result
+
+
+def wait_for_store(url: str, headers: dict[str, str]) -> dict[str, Any] | None:
+    """The materialised store's status once its first refresh is done (None when the
+    service runs without it), and the seconds from ready to that point."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, headers=headers, timeout=10.0) as client:
+        while True:
+            store = client.get("/api/v1/ml/models/status").json().get("materialised_inputs")
+            if store is None or store["last_refresh_seconds"] is not None:
+                break
+            if time.perf_counter() - started > STARTUP_TIMEOUT:
+                raise RuntimeError("the materialised store did not finish its first refresh")
+            time.sleep(0.2)
+    if store is not None:
+        store["ready_to_first_refresh_seconds"] = round(time.perf_counter() - started, 2)
+    return store
 
 
 def bench_mlflow(

@@ -131,6 +131,21 @@ class Settings(BaseSettings):
     serving_catalogue_ttl_seconds: float = Field(
         default=600.0, gt=0, description="How long the cached catalogue tables are kept."
     )
+    serving_materialised_students: int = Field(
+        default=2000,
+        ge=0,
+        description="Students whose inputs are built ahead of requests (the most recently "
+        "active and the recently requested); 0 turns the materialised store off.",
+    )
+    serving_materialise_seconds: float = Field(
+        default=30.0, gt=0, description="Seconds between the materialised store's refreshes."
+    )
+    serving_materialised_max_age_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Oldest materialised input a request may use (its ages, such as days "
+        "since the last attempt, move with the clock); rebuilt at half this age.",
+    )
     serving_log_batch_size: int = Field(default=200, ge=1)
     serving_log_flush_seconds: float = Field(default=1.0, gt=0)
 

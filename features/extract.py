@@ -106,13 +106,18 @@ def _where(
     postgres: bool,
     equals: dict[str, Any] | None = None,
 ) -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     mark = "%s" if postgres else "?"
     for column, value in (equals or {}).items():
         if column not in spec.table.c:
             raise ValueError(f"table {spec.name} has no column {column}")
-        clauses.append(f"{column} = {mark}")
-        params.append(value)
+        if isinstance(value, list | tuple):  # any of these values (many students' rows)
+            clauses.append(f"{column} IN ({', '.join([mark] * len(value))})" if value else "1 = 0")
+            params.extend(value)
+        else:
+            clauses.append(f"{column} = {mark}")
+            params.append(value)
     if as_of is not None:
         clauses.append(f"created_at <= {mark}")
         params.append(_db_time(as_of, postgres))
@@ -146,7 +151,8 @@ def stream_table(
 
     `as_of` keeps rows created at or before it (a point-in-time snapshot); `since` keeps
     rows whose watermark column passed it (an incremental read); `equals` keeps rows whose
-    columns hold the given values (one student's rows, for serving)."""
+    columns hold the given values, or any value of a given list (one student's rows, or
+    a batch of students', for serving)."""
     wanted = columns or spec.columns
     schema = pa.schema([spec.schema.field(c) for c in wanted])
     postgres = is_postgres(engine)

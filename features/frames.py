@@ -102,10 +102,13 @@ def from_snapshot(snapshot_dir: Path, tables: Iterable[str]) -> SourceFrames:
 
 
 def from_source(
-    engine: Engine, user_id: str, tables: Iterable[str], shared: SourceFrames | None = None
+    engine: Engine,
+    user_id: str | list[str],
+    tables: Iterable[str],
+    shared: SourceFrames | None = None,
 ) -> SourceFrames:
-    """Online: one student's rows straight from the source (shared tables from `shared`
-    when the caller keeps them in memory, else read whole)."""
+    """Online: one student's rows (or a list of students') straight from the source
+    (shared tables from `shared` when the caller keeps them in memory, else read whole)."""
     frames: dict[str, pd.DataFrame] = {}
     for name in tables:
         if name in SHARED_TABLES and shared is not None and name in shared.tables:

@@ -359,12 +359,27 @@ class ModelStatus(BaseModel):
     latency_ms: LatencyMs
 
 
+class MaterialisedInputsStatus(BaseModel):
+    """The store of per-student inputs built ahead of requests."""
+
+    students: int = Field(description="Students tracked at the last refresh.")
+    entries: int = Field(description="Inputs held, over every kind.")
+    hits: int = Field(description="Requests answered from the store since start.")
+    misses: int = Field(description="Requests that built their inputs themselves.")
+    last_refresh_seconds: float | None = Field(
+        default=None, description="How long the last refresh took (null before the first)."
+    )
+
+
 class ModelsStatusResponse(BaseModel):
     """Every served model."""
 
     ready: bool = Field(description="All four models loaded.")
     started_at: datetime
     models: list[ModelStatus]
+    materialised_inputs: MaterialisedInputsStatus | None = Field(
+        default=None, description="Null when the store is off."
+    )
 
 
 # -- per-user views ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ waiting for a thread hold no thread. torch runs one thread per call (`serving.mo
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from core.metrics import set_component  # noqa: E402
 from features.schema import ModelPrediction  # noqa: E402
 from serving import metrics, predictors, schemas  # noqa: E402
 from serving.errors import NotFoundError, NotReadyError, ServingError, from_serving_error  # noqa: E402
+from serving.feature_store import MaterialisedInputs  # noqa: E402
 from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
 from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
 from serving.online_features import OnlineFeatures  # noqa: E402
@@ -95,12 +97,37 @@ class PrepIQService:
         self.models.load_all()
         self._report_served({})
         self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
+        self.store = self._materialise(settings)
         self.predictions = PredictionLog(
             engine, settings.serving_log_batch_size, settings.serving_log_flush_seconds
         )
         self.stats = {key: ModelStats() for key in SPECS}
         self.threads = anyio.CapacityLimiter(settings.serving_inference_threads)
+        # The loaded models are hundreds of thousands of long-lived objects: left to the
+        # collector, each full collection walks them all (a pause of every request).
+        gc.collect()
+        gc.freeze()
         log.info("service ready" if self.models.ready else "service NOT ready: models missing")
+
+    def _materialise(self, settings: Any) -> MaterialisedInputs | None:
+        """Start the materialised store (`serving.feature_store`) with the inputs the
+        loaded models take; None when `serving_materialised_students` is 0."""
+        if settings.serving_materialised_students <= 0:
+            return None
+        store = MaterialisedInputs(
+            self.features,
+            settings.serving_materialised_students,
+            settings.serving_materialise_seconds,
+            settings.serving_materialised_max_age_seconds,
+        )
+        forecaster = self.models.get("progress-forecaster")
+        if forecaster is not None:  # a reloaded window is added by its first request
+            store.want("progress", int(forecaster.model.window_days))
+        store.want("focus")
+        store.want("recommend")
+        self.features.materialised = store
+        store.start()
+        return store
 
     def __is_ready__(self) -> bool:
         return self.models.ready
@@ -108,6 +135,8 @@ class PrepIQService:
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         """Write every buffered prediction before the process ends."""
+        if self.store is not None:
+            self.store.close()
         self.predictions.close()
 
     # -- prediction routes -------------------------------------------------------------
@@ -231,8 +260,21 @@ class PrepIQService:
             )
             for m in self.models
         ]
+        store = None
+        if self.store is not None:
+            refreshed = self.store.last_refresh
+            store = schemas.MaterialisedInputsStatus(
+                students=refreshed.students if refreshed else 0,
+                entries=self.store.size(),
+                hits=self.store.hits,
+                misses=self.store.misses,
+                last_refresh_seconds=refreshed.seconds if refreshed else None,
+            )
         return schemas.ModelsStatusResponse(
-            ready=self.models.ready, started_at=self.started_at, models=models
+            ready=self.models.ready,
+            started_at=self.started_at,
+            models=models,
+            materialised_inputs=store,
         )
 
     @views.get("/users/{user_id}/progress", response_model=schemas.UserProgressView)
