@@ -126,7 +126,11 @@ class Settings(BaseSettings):
         default=64, ge=1, description="Requests in flight before new ones get 429."
     )
     serving_inference_threads: int = Field(
-        default=2, ge=1, description="Threads that build features and run the models."
+        default=8,
+        ge=1,
+        description="Threads that build features and run the models. More than the cores: "
+        "requests waiting in the recommender's queue hold one, and the queue is what "
+        "shares a model call (serving.batching).",
     )
     serving_catalogue_ttl_seconds: float = Field(
         default=600.0, gt=0, description="How long the cached catalogue tables are kept."

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from core.logging import get_logger
+from serving.batching import BusyBatcher
 from training.model_spec import ModelSpec
 from training.models import MODELS
 
@@ -58,10 +59,19 @@ class ServedModel:
     data_version: str | None
     aliases: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "batcher", BusyBatcher(self.predict))
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model's output for rows of its feature builder."""
         result: pd.DataFrame = self.model.predict(None, frame)
         return result
+
+    def predict_shared(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`predict` of one student's rows, in one call with the requests that queue
+        while the model is busy (`serving.batching`)."""
+        batcher: BusyBatcher = self.batcher  # type: ignore[attr-defined]
+        return batcher(frame)
 
 
 def store_name(key: str) -> str:

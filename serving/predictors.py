@@ -216,7 +216,8 @@ def recommend_topics(
             )
     recommendations: list[schemas.TopicRecommendation] = []
     if not inputs.empty:
-        out = model.predict(inputs.reset_index(drop=True)).head(request.top_k)
+        # The recommender's cost is per call, not per row: concurrent requests share one.
+        out = model.predict_shared(inputs.reset_index(drop=True)).head(request.top_k)
         recommendations = named_topics(out, features, schemas.TopicRecommendation)
     response = schemas.RecommendResponse(
         user_id=request.user_id, recommendations=recommendations, model=served_by(model)
