@@ -343,9 +343,16 @@ def practice_context(rows: pd.DataFrame, prior_answers: float) -> pd.DataFrame:
     the pace of new topics: what the student will practise next, and where they improve.
     Group sums and maxima are numpy (`bincount`), not pandas transforms: serving derives
     these for every request."""
-    keys = ["user_id", "origin"] if "origin" in rows else ["user_id"]
-    student = rows.groupby(keys, sort=False).ngroup().to_numpy()
-    subject = rows.groupby([*keys, "subject_id"], sort=False).ngroup().to_numpy()
+    if "origin" in rows:
+        student = rows.groupby(["user_id", "origin"], sort=False).ngroup().to_numpy()
+    else:  # serving: the numbering ngroup(sort=False) gives, without its groupby
+        student = pd.factorize(rows["user_id"])[0]
+    # (student, subject) groups by first appearance, as ngroup(sort=False) numbers them.
+    subject_id = rows["subject_id"].to_numpy(dtype=np.int64)
+    if len(rows):
+        subject_id = subject_id - subject_id.min()
+    span = int(subject_id.max()) + 1 if len(rows) else 1
+    subject = pd.factorize(student.astype(np.int64) * span + subject_id)[0]
     # Each subject group's student, to count a student's subjects.
     subject_student = np.zeros(subject.max() + 1 if len(rows) else 0, dtype=int)
     subject_student[subject] = student
