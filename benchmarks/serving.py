@@ -263,6 +263,17 @@ def bin_path(tool: str) -> str:
 # -- load ---------------------------------------------------------------------------------
 
 
+def client_session(url: str, clients: int, headers: dict[str, str]) -> aiohttp.ClientSession:
+    """The load's HTTP client: at most `clients` connections. aiohttp: about half httpx's
+    client CPU per request, which here shares the server's two cores."""
+    return aiohttp.ClientSession(
+        base_url=url,
+        headers=headers,
+        connector=aiohttp.TCPConnector(limit=clients),
+        timeout=aiohttp.ClientTimeout(total=30.0),
+    )
+
+
 async def closed_loop(
     url: str, call: Call, clients: int, seconds: float, warmup: float, headers: dict[str, str]
 ) -> dict[str, Any]:
@@ -271,13 +282,7 @@ async def closed_loop(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = 0
-    # aiohttp: about half httpx's client CPU per request, which here shares the server's
-    # two cores.
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=30.0)
-    async with aiohttp.ClientSession(
-        base_url=url, headers=headers, connector=connector, timeout=timeout
-    ) as session:
+    async with client_session(url, clients, headers) as session:
         loop = asyncio.get_running_loop()
         measure_from = loop.time() + warmup
         stop_at = measure_from + seconds
@@ -343,11 +348,7 @@ async def open_loop(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     rng = np.random.default_rng(SEED)
-    connector = aiohttp.TCPConnector(limit=clients)
-    timeout = aiohttp.ClientTimeout(total=30.0)
-    async with aiohttp.ClientSession(
-        base_url=url, headers=headers, connector=connector, timeout=timeout
-    ) as session:
+    async with client_session(url, clients, headers) as session:
         loop = asyncio.get_running_loop()
         slots = asyncio.Semaphore(clients)
         measure_from = loop.time() + warmup
