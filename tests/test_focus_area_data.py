@@ -3,6 +3,7 @@ hold-out is split from training by student and by time."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.exceptions import ConfigError
 from features.focus import answer_table, topic_test_stats
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
@@ -45,6 +47,49 @@ def test_labels_are_later_results_below_the_threshold(
     assert len(window) >= PARAMS.min_label_answers
     assert row[fa.LABEL] == int(window["correct"].mean() < PARAMS.weak_threshold)
     assert 0.05 < dataset.train[fa.LABEL].mean() < 0.6  # both classes are well represented
+
+
+def test_an_adjusted_label_judges_later_results_against_the_questions_answered(
+    frames: SourceFrames, dataset: fa.FocusAreaData
+) -> None:
+    """`label_basis: adjusted`: the mean of (right - the question's expected rate) over the
+    window plus the topic's mean expected rate, the rates from answers up to the origin
+    only (rewriting every later answer changes no rate)."""
+    adjusted = replace(PARAMS, label_basis="adjusted")
+    origin = dataset.holdout_origin
+    answers = answer_table(frames)
+    results = fa.later_results(frames, answers, origin, adjusted)
+    assert len(results) > 20
+    row = results.iloc[0]
+    questions = frames["questions"]
+    rates = fa.question_rates(questions, answers[answers["answered_at"] <= pd.Timestamp(origin)])
+    assert rates.between(0.0, 1.0).all() and len(rates) == len(questions)
+    window = answers[
+        (answers["user_id"] == row["user_id"])
+        & (answers["topic_id"] == row["topic_id"])
+        & (answers["answered_at"] > pd.Timestamp(origin))
+        & (answers["answered_at"] <= pd.Timestamp(origin) + pd.Timedelta(days=30))
+    ]
+    on_topic = questions.loc[questions["topic_id"] == row["topic_id"], "id"]
+    expected = (window["correct"] - window["question_id"].map(rates)).mean() + rates[
+        on_topic
+    ].mean()
+    assert row["later_answers"] == len(window)
+    assert row["later_accuracy"] == pytest.approx(expected)
+    future = answers["answered_at"] > pd.Timestamp(origin)
+    rewritten = answers.assign(
+        correct=np.where(future, 1.0 - answers["correct"], answers["correct"])
+    )
+    again = fa.later_results(frames, answers, origin, adjusted, known=rewritten)
+    pd.testing.assert_frame_equal(results, again)
+    labelled = fa.make_dataset(frames, origin + timedelta(days=30), adjusted, seed=42)
+    assert labelled.holdout_origin == origin
+    assert 0.05 < labelled.train[fa.LABEL].mean() < 0.6
+    held = labelled.holdout.merge(results, on=["user_id", "topic_id"])
+    assert len(held) == len(labelled.holdout)
+    np.testing.assert_allclose(held["later_accuracy_x"], held["later_accuracy_y"])
+    with pytest.raises(ConfigError, match="label_basis"):
+        fa.FocusAreaParams.from_params({"focus_area": {"label_basis": "truth"}})
 
 
 def test_holdout_is_other_students_at_a_later_time(dataset: fa.FocusAreaData) -> None:

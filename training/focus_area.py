@@ -3,8 +3,10 @@
 Examples are (student, topic) pairs at a point in time t: features are the student's test
 statistics on the topic up to t (`features.focus`); the label comes from the source
 itself: the student's accuracy on the topic over the following window falls below a
-threshold (`params.yaml: focus_area`). The generator's true weak topics are never a
-training input; they are a second yardstick for evaluation on synthetic data.
+threshold (`params.yaml: focus_area`), either as the raw share of right answers or judged
+against the difficulty of the questions answered (`label_basis`, see `later_results`).
+The generator's true weak topics are never a training input; they are a second yardstick
+for evaluation on synthetic data.
 
 Candidates (Random Forest, Extra Trees, an RBF-kernel SVM via Nystroem features, and
 gradient boosting) compete inside one Optuna study; the decision threshold is then chosen
@@ -36,8 +38,14 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
 from core.config import params_section
-from core.exceptions import SourceDataError
-from features.focus import FEATURE_COLUMNS, answer_table, feature_matrix, topic_test_stats
+from core.exceptions import ConfigError, SourceDataError
+from features.focus import (
+    EXPECTED_BY_DIFFICULTY,
+    FEATURE_COLUMNS,
+    answer_table,
+    feature_matrix,
+    topic_test_stats,
+)
 from features.frames import SourceFrames, from_snapshot
 from training.metrics import binary_classification
 from training.model_spec import Outcome, TrainingContext
@@ -56,6 +64,7 @@ class FocusAreaParams:
     label_window_days: int = 30
     weak_threshold: float = 0.5
     min_label_answers: int = 8
+    label_basis: Literal["raw", "adjusted"] = "raw"
     origin_step_days: int = 14
     first_origin_days: int = 30
     holdout_fraction: float = 0.2
@@ -65,29 +74,89 @@ class FocusAreaParams:
     candidates: tuple[str, ...] = ("random_forest", "extra_trees", "svm", "gradient_boosting")
     search_space: dict[str, tuple[float, float]] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.label_basis not in LABEL_BASES:
+            raise ConfigError(
+                f"params.yaml focus_area.label_basis: {self.label_basis!r} is not one of "
+                f"{', '.join(LABEL_BASES)}"
+            )
+
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> FocusAreaParams:
         known = params_section(params, "focus_area", cls.__dataclass_fields__, DEFAULT_SPACE)
         return cls(**known)
 
 
-def examples_at(
-    frames: SourceFrames, origin: datetime, p: FocusAreaParams, answers: pd.DataFrame | None = None
+LABEL_BASES = ("raw", "adjusted")
+# A question's observed share of right answers is shrunk toward the app's rating of it
+# (`features.focus.EXPECTED_BY_DIFFICULTY`) by this many pseudo-answers.
+QUESTION_PRIOR_ANSWERS = 10
+
+
+def question_rates(questions: pd.DataFrame, known: pd.DataFrame) -> pd.Series:
+    """Each question's expected share of right answers (index: question id): its observed
+    rate over the answers in `known` (`answer_table` rows), shrunk toward the app's rating
+    so a question answered a few times (or never) keeps about its rated rate."""
+    prior = questions.set_index("id")["difficulty"].map(EXPECTED_BY_DIFFICULTY).astype(float)
+    observed = known.groupby("question_id")["correct"].agg(["sum", "size"])
+    observed = observed.reindex(prior.index).fillna(0.0)
+    return (observed["sum"] + QUESTION_PRIOR_ANSWERS * prior) / (
+        observed["size"] + QUESTION_PRIOR_ANSWERS
+    )
+
+
+def later_results(
+    frames: SourceFrames,
+    answers: pd.DataFrame,
+    origin: datetime,
+    p: FocusAreaParams,
+    known: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Labelled (student, topic) pairs at `origin`: features up to it, results after it.
-    `answers` is `answer_table(frames)` when the caller already has it."""
+    """Per (student, topic) with at least `min_label_answers` answers in the label window
+    after `origin`: `later_accuracy` (what the label thresholds) and `later_answers`.
+
+    `raw`: the share of right answers in the window. `adjusted`: the same answers judged
+    against the questions they were: the mean of (right - the question's expected rate)
+    plus the topic's reference rate (the mean expected rate over all the topic's
+    questions), i.e. the share the student would get on the topic's questions as a whole,
+    not on the draw of easy or hard ones they happened to get. The expected rates come
+    from `known` (answers given up to `origin`; default: those in `answers`), never from
+    the window itself."""
+    end = origin + timedelta(days=p.label_window_days)
+    at = answers["answered_at"]
+    later = answers[(at > pd.Timestamp(origin)) & (at <= pd.Timestamp(end))]
+    keys = ["user_id", "topic_id"]
+    if p.label_basis == "adjusted":
+        if known is None:
+            known = answers
+        known = known[known["answered_at"] <= pd.Timestamp(origin)]
+        questions = frames["questions"][["id", "topic_id", "difficulty"]]
+        rates = question_rates(questions, known)
+        reference = rates.groupby(questions.set_index("id")["topic_id"]).mean()
+        later = later.assign(correct=later["correct"] - later["question_id"].map(rates))
+    outcome = later.groupby(keys)["correct"].agg(["mean", "size"])
+    outcome = outcome[outcome["size"] >= p.min_label_answers]
+    if p.label_basis == "adjusted":
+        topics = outcome.index.get_level_values("topic_id")
+        outcome["mean"] += reference.reindex(topics).to_numpy()
+    return outcome.rename(columns={"mean": "later_accuracy", "size": "later_answers"}).reset_index()
+
+
+def examples_at(
+    frames: SourceFrames,
+    origin: datetime,
+    p: FocusAreaParams,
+    answers: pd.DataFrame | None = None,
+    known: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Labelled (student, topic) pairs at `origin`: features up to it, results after it
+    (`later_results`). `answers` is `answer_table(frames)` when the caller already has
+    it; `known` the answers the questions' expected rates of an adjusted label come from
+    (every student's, of which those up to `origin` are used; default `answers`)."""
     features = topic_test_stats(frames, origin)
     answers = answer_table(frames) if answers is None else answers
-    end = origin + timedelta(days=p.label_window_days)
-    later = answers[
-        (answers["answered_at"] > pd.Timestamp(origin))
-        & (answers["answered_at"] <= pd.Timestamp(end))
-    ]
-    outcome = later.groupby(["user_id", "topic_id"])["correct"].agg(["mean", "size"])
-    outcome = outcome[outcome["size"] >= p.min_label_answers]
     labelled = features.merge(
-        outcome.rename(columns={"mean": "later_accuracy", "size": "later_answers"}).reset_index(),
-        on=["user_id", "topic_id"],
+        later_results(frames, answers, origin, p, known), on=["user_id", "topic_id"]
     )
     labelled[LABEL] = (labelled["later_accuracy"] < p.weak_threshold).astype(int)
     labelled["origin"] = pd.Timestamp(origin)
@@ -120,12 +189,15 @@ def make_dataset(
     )
     training_frames, holdout_frames = split.training, split.holdout
     train_origins, holdout_origin = split.train_origins, split.holdout_origin
-    # The answer join is made once per group rather than once per origin.
+    # The answer join is made once per group rather than once per origin. An adjusted
+    # label's question rates come from every student's answers up to the origin (what the
+    # source holds then; no answer of any label window is among them).
     training_answers = answer_table(training_frames)
-    parts = [examples_at(training_frames, t, p, training_answers) for t in train_origins]
+    known = answer_table(frames) if p.label_basis == "adjusted" else None
+    parts = [examples_at(training_frames, t, p, training_answers, known) for t in train_origins]
     train = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     holdout_answers = answer_table(holdout_frames)
-    holdout = examples_at(holdout_frames, holdout_origin, p, holdout_answers)
+    holdout = examples_at(holdout_frames, holdout_origin, p, holdout_answers, known)
     holdout = with_slice_columns(holdout, holdout_frames, holdout_answers, holdout_origin)
     for name, part in (("training", train), ("hold-out", holdout)):
         if len(part) == 0 or part[LABEL].nunique() < 2:
@@ -314,6 +386,15 @@ def evaluate(
                 name: binary_classification(true_weak, probability[keep], decisions=decided[keep])
                 for name, (probability, decided) in scored.items()
             }
+            # How far the label itself agrees with the truth (scored by how far the later
+            # result falls under the threshold): a label that measures the student, not
+            # the draw of questions, agrees better.
+            later = holdout["later_accuracy"].to_numpy()[keep]
+            report["against_truth"]["label"] = binary_classification(
+                true_weak,
+                np.clip(0.5 + p.weak_threshold - later, 0.0, 1.0),
+                decisions=y[keep].astype(bool),
+            )
     return report
 
 
