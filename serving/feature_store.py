@@ -37,6 +37,7 @@ from sqlalchemy import bindparam, text
 
 from core.logging import get_logger
 from features.frames import STUDENT_TABLES
+from serving import metrics
 from serving.online_features import INPUT_TABLES, OnlineFeatures
 
 log = get_logger("prepiq.serving.feature_store")
@@ -137,13 +138,15 @@ class MaterialisedInputs:
         catalogue_at: float,
     ) -> pd.DataFrame | None:
         """A copy of the student's input if the store holds it for these rows, day and
-        catalogue, and it is young enough; else None (and the student is tracked)."""
+        catalogue, and it is young enough; else None (and the student is tracked, if the
+        source knows them: the stamp starts with their `users` row count)."""
         self.want(kind, extra)
-        with self._lock:
-            self._requested[user_id] = None
-            self._requested.move_to_end(user_id)
-            while len(self._requested) > self.students:
-                self._requested.popitem(last=False)
+        if stamp and stamp[0]:  # an unknown id takes no one's place
+            with self._lock:
+                self._requested[user_id] = None
+                self._requested.move_to_end(user_id)
+                while len(self._requested) > self.students:
+                    self._requested.popitem(last=False)
         entry = self._entries.get((kind, extra), {}).get(user_id)
         if (
             entry is None
@@ -153,8 +156,10 @@ class MaterialisedInputs:
             or self.clock() - entry.built_at > self.max_age_seconds
         ):
             self.misses += 1
+            metrics.record_lookup(kind, hit=False)
             return None
         self.hits += 1
+        metrics.record_lookup(kind, hit=True)
         found = entry.frame.iloc[entry.start : entry.stop].copy()
         found.index = pd.RangeIndex(len(found))
         return found
@@ -210,7 +215,9 @@ class MaterialisedInputs:
         users = self.tracked()
         slots = list(self._slots)
         tables = {name for kind, _ in slots for name in stamp_tables(kind)}
-        per_table = self.table_stamps(users, tables)
+        per_table = self.table_stamps(users, tables | {"users"})
+        # Only students the source knows: an unknown id must keep getting its 404.
+        users = [user for user in users if user in per_table["users"]]
         day = self.online.now().date()
         report = RefreshReport(students=len(users))
         for slot in slots:

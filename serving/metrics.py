@@ -9,6 +9,7 @@ folder and every worker's samples reach the one `/metrics` answer.
     prepiq_model_errors_total{model, status}               counter
     prepiq_model_latency_seconds{model}                    histogram (buckets below)
     prepiq_model_served_version{model, name, version}      gauge: 1 served, 0 replaced
+    prepiq_materialised_lookups_total{kind, result}        counter: hit or miss
 """
 
 from __future__ import annotations
@@ -41,6 +42,12 @@ SERVED_VERSION = Gauge(
     labelnames=["model", "name", "version"],
     multiprocess_mode="livemax",
 )
+MATERIALISED = Counter(
+    name="prepiq_materialised_lookups_total",
+    documentation="Requests that looked in the materialised store of per-student inputs, "
+    "by kind of input and result (hit: read from memory; miss: built on request).",
+    labelnames=["kind", "result"],
+)
 
 
 def record_success(key: str, version: str, seconds: float) -> None:
@@ -57,3 +64,7 @@ def record_served(key: str, name: str, version: str, replaced: str | None = None
     if replaced is not None and replaced != version:
         SERVED_VERSION.labels(model=key, name=name, version=replaced).set(0)
     SERVED_VERSION.labels(model=key, name=name, version=version).set(1)
+
+
+def record_lookup(kind: str, hit: bool) -> None:
+    MATERIALISED.labels(kind=kind, result="hit" if hit else "miss").inc()

@@ -193,6 +193,18 @@ def test_tracked_students_are_the_requested_then_the_most_active_capped(
         store.want("grades")
 
 
+def test_an_unknown_student_is_never_materialised(source: Engine) -> None:
+    from serving.errors import NotFoundError
+
+    store, _ = store_over(source, students=5)
+    for _ in range(2):  # asked for (so tracked), refreshed, asked for again
+        with pytest.raises(NotFoundError, match="no student 'nobody'"):
+            store.online.focus_inputs("nobody")
+        store.refresh()
+    assert "nobody" not in store._entries[("focus", None)]
+    assert store.size() == 5 * len(SLOTS)
+
+
 def test_the_background_thread_refreshes_and_stops(source: Engine) -> None:
     store, _ = store_over(source, students=20)
     store.refresh_seconds = 0.05

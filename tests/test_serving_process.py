@@ -163,6 +163,8 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
         status = call("GET", "/api/v1/ml/models/status", 0)
         assert status["ready"] is True and len(status["models"]) == len(MODELS)
         assert sum(m["requests"] for m in status["models"]) == sum(expected.values())
+        store = status["materialised_inputs"]  # on by default (serving.feature_store)
+        assert store is not None and store["hits"] + store["misses"] >= 5
         reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
         assert reload.status_code == 200 and reload.json() == {"reloaded": {}}, reload.text
         for open_route in ("/livez", "/readyz", "/metrics", "/docs.json"):
@@ -194,6 +196,14 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
         if name == "prepiq_db_query_duration_seconds_count"
     ]
     assert sum(timed_queries) > 0
+    # Every prediction for a user_id looks in the materialised store first, hit or miss.
+    lookups: Counter[str] = Counter()
+    for (name, labels), value in scraped.items():
+        if name == "prepiq_materialised_lookups_total":
+            lookups[dict(labels)["result"]] += int(value)
+    assert set(lookups) <= {"hit", "miss"}
+    # The status counted them before the request for an unknown student (one more miss).
+    assert lookups.total() == store["hits"] + store["misses"] + 1
 
     ids = list(expected)
     assert stored_predictions(served_models, ids) == []  # nothing written before shutdown
