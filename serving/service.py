@@ -91,7 +91,7 @@ class PrepIQService:
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
         set_component("service")  # label this process's database metrics
-        engine = get_engine()
+        engine = get_engine(pooled=True)
         self.started_at = datetime.now(UTC)
         self.models = ModelSet(settings.resolved_tracking_uri)
         self.models.load_all()

@@ -4,9 +4,11 @@ and the PostgreSQL pool every component shares."""
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.pool import NullPool, QueuePool
 
 from core.config import OFFLINE_ENV, Settings, load_params
@@ -71,6 +73,27 @@ def test_postgres_engine_uses_the_pool_settings() -> None:
 
 def test_sqlite_engine_has_no_pool(tmp_path: Path) -> None:
     assert isinstance(get_engine(f"sqlite:///{tmp_path / 'x.db'}").pool, NullPool)
+
+
+def test_a_pooled_sqlite_engine_keeps_its_connections_across_threads(tmp_path: Path) -> None:
+    """The service's engine: one pool, its connections reused (one open per connection,
+    not per query) and usable from the inference threads that did not open them."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    pooled = get_engine(url, pooled=True)
+    assert isinstance(pooled.pool, QueuePool)
+    assert get_engine(url, pooled=True) is pooled
+    assert get_engine(url) is not pooled and isinstance(get_engine(url).pool, NullPool)
+    opened: list[object] = []
+    event.listen(pooled, "connect", lambda conn, _record: opened.append(conn))
+
+    def query() -> int:
+        with pooled.connect() as conn:
+            return int(conn.execute(text("SELECT 1")).scalar_one())
+
+    assert query() == 1
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        assert pool.submit(query).result() == 1  # the same connection, another thread
+    assert len(opened) == 1
 
 
 def test_supabase_transaction_pooler_disables_prepared_statements() -> None:
