@@ -6,7 +6,10 @@ Per request only the student's own rows are read; the catalogue (subjects, topic
 papers, questions) is the same for everyone and is kept in memory, refreshed in the
 background after `serving_catalogue_ttl_seconds`. The question ranker's candidates
 depend on the catalogue alone (and every student's question ratings), so they are built
-once per catalogue refresh, not per request.
+once per catalogue refresh, not per request. A refresh first reads the catalogue's stamp
+(row count and newest `updated_at` of each shared table and of the ratings, one query):
+when it and the day are unchanged, the copy in memory is kept, and with it every cached
+or materialised input built on it (a reload would make them all stale at once).
 
 The recommender's topic facts (`recommend.topic_content`: weight, difficulty, paper
 frequency, and `mean_rating` over every student's ratings, as in training) depend on the
@@ -34,7 +37,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
@@ -55,6 +58,8 @@ CACHE_ENTRIES = 4096  # least recently used beyond this are dropped
 RATINGS = "question_ratings"
 # What a recommendation reads of the student (ratings come in the catalogue's topic facts).
 RECOMMEND_STUDENT_TABLES = tuple(t for t in recommend.TABLES if t != RATINGS)
+# What the catalogue is built from: the shared tables and every student's ratings.
+CATALOGUE_TABLES = (*SHARED_TABLES, RATINGS)
 # The tables each kind of per-student input is built from.
 INPUT_TABLES = {
     "progress": progress.TABLES,
@@ -116,6 +121,18 @@ def stamp_query(tables: tuple[str, ...]) -> str:
     return "SELECT " + ", ".join(parts)
 
 
+CATALOGUE_STAMP_QUERY = "SELECT " + ", ".join(
+    f"(SELECT COUNT(*) FROM {name}), (SELECT MAX(updated_at) FROM {name})"
+    for name in CATALOGUE_TABLES
+)
+
+
+def catalogue_stamp(engine: Engine) -> tuple[Any, ...]:
+    """Row count and newest `updated_at` of every table the catalogue is built from."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(text(CATALOGUE_STAMP_QUERY)).one())
+
+
 @dataclass(frozen=True)
 class Catalogue:
     """The shared tables, the ranker's candidates per subject, and topic facts."""
@@ -124,10 +141,13 @@ class Catalogue:
     topic_content: pd.DataFrame  # `recommend.topic_content` over every student's ratings
     question_candidates: dict[int, pd.DataFrame]
     topics: dict[int, tuple[str, int]]  # topic id -> name, subject id
-    loaded_at: float
+    loaded_at: float  # when read: this copy's identity in cache keys and store entries
+    stamp: tuple[Any, ...]  # `catalogue_stamp` read before the rows
+    day: date  # the day `now` fell on (the builders' ages and recency count in days)
 
     @classmethod
     def read(cls, engine: Engine, now: datetime) -> Catalogue:
+        stamp = catalogue_stamp(engine)  # first: a write meanwhile makes the copy look stale
         frames = from_source(engine, "", SHARED_TABLES)
         everyone = SourceFrames({**frames.tables, RATINGS: read_table(engine, RATINGS)})
         history = questions.question_history(everyone, now)
@@ -141,7 +161,7 @@ class Catalogue:
             for t, n, s in zip(table["id"], table["name"], table["subject_id"], strict=True)
         }
         content = recommend.topic_content(everyone, now)
-        return cls(frames, content, by_subject, topics, time.monotonic())
+        return cls(frames, content, by_subject, topics, time.monotonic(), stamp, now.date())
 
 
 class OnlineFeatures:
@@ -158,6 +178,7 @@ class OnlineFeatures:
         self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.ttl = catalogue_ttl_seconds
         self._catalogue = Catalogue.read(engine, self.now())
+        self._checked_at = self._catalogue.loaded_at
         self._refreshing = threading.Lock()
         self.cache = InputCache(
             cache_seconds_from_env() if cache_seconds is None else cache_seconds
@@ -169,19 +190,30 @@ class OnlineFeatures:
 
     @property
     def catalogue(self) -> Catalogue:
-        """The cached catalogue; when stale, a refresh starts in the background and this
-        request uses the current copy (no request waits for a reload)."""
+        """The cached catalogue; when it was last checked over `ttl` seconds ago, a
+        refresh starts in the background and this request uses the current copy (no
+        request waits for a reload)."""
         current = self._catalogue
-        if time.monotonic() - current.loaded_at > self.ttl and self._refreshing.acquire(
+        if time.monotonic() - self._checked_at > self.ttl and self._refreshing.acquire(
             blocking=False
         ):
             threading.Thread(target=self._refresh, name="catalogue-refresh", daemon=True).start()
         return current
 
+    def refresh_catalogue(self) -> bool:
+        """Reload the catalogue unless its tables and the day are unchanged; True when
+        it was reloaded."""
+        current = self._catalogue
+        unchanged = catalogue_stamp(self.engine) == current.stamp
+        if not (unchanged and self.now().date() == current.day):
+            self._catalogue = Catalogue.read(self.engine, self.now())
+        self._checked_at = time.monotonic()
+        return self._catalogue is not current
+
     def _refresh(self) -> None:
         try:
-            self._catalogue = Catalogue.read(self.engine, self.now())
-            log.info("catalogue refreshed")
+            reloaded = self.refresh_catalogue()
+            log.info("catalogue refreshed" if reloaded else "catalogue unchanged")
         except Exception as exc:  # keep serving the old copy; the next request retries
             log.warning("catalogue refresh failed", error=str(exc))
         finally:

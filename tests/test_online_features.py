@@ -6,7 +6,7 @@ per-student input cache: a hit returns the same input, a changed row rebuilds it
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -149,3 +149,43 @@ def test_input_cache_expires_and_keeps_its_size() -> None:
     off.get_or_build("c", build)
     off.get_or_build("c", build)
     assert len(builds) == 6 and not off._items
+
+
+def test_catalogue_is_kept_while_its_tables_and_the_day_are_unchanged(
+    source: Engine, students: list[str]
+) -> None:
+    """A refresh over unchanged tables keeps the copy (and so every input built on it);
+    a new rating or another day reloads it."""
+    today = [AS_OF]
+    features = OnlineFeatures(source, 300, cache_seconds=0, clock=lambda: today[0])
+    first = features.catalogue
+    assert features.refresh_catalogue() is False and features.catalogue is first
+    user = students[0]
+    with source.begin() as conn:
+        unrated = conn.execute(
+            text(
+                "SELECT MIN(id) FROM questions WHERE id NOT IN "
+                "(SELECT question_id FROM question_ratings WHERE user_id = :u)"
+            ),
+            {"u": user},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO question_ratings (user_id, question_id, difficulty_rating, "
+                "created_at, updated_at) VALUES (:u, :q, 5, :t, :t)"
+            ),
+            {"u": user, "q": unrated, "t": AS_OF},
+        )
+    try:
+        assert features.refresh_catalogue() is True
+        rated = features.catalogue
+        assert rated is not first and rated.loaded_at > first.loaded_at
+        assert features.refresh_catalogue() is False and features.catalogue is rated
+        today[0] = AS_OF + timedelta(days=1)
+        assert features.refresh_catalogue() is True and features.catalogue.day == today[0].date()
+    finally:
+        with source.begin() as conn:
+            conn.execute(
+                text("DELETE FROM question_ratings WHERE user_id = :u AND question_id = :q"),
+                {"u": user, "q": unrated},
+            )
