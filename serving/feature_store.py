@@ -48,8 +48,11 @@ Slot = tuple[str, Hashable]  # (kind of input, builder argument such as the wind
 
 @dataclass(frozen=True)
 class Entry:
-    """One student's built input: rows start:stop of a batch frame, and what it was
-    built from."""
+    """One student's built input: rows start:stop of a batch frame, what it was built
+    from, and the model outputs computed from it so far (`outputs`: filled by the
+    request path, keyed by model and request options; the same input through the same
+    model gives the same output, so a repeat request for an unchanged student reuses
+    it, and a rebuilt entry starts empty)."""
 
     stamp: tuple[Any, ...]
     day: date
@@ -58,6 +61,13 @@ class Entry:
     frame: pd.DataFrame
     start: int
     stop: int
+    outputs: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def rows(self) -> pd.DataFrame:
+        """A copy of the student's rows (a caller's edits never reach the store)."""
+        found = self.frame.iloc[self.start : self.stop].copy()
+        found.index = pd.RangeIndex(len(found))
+        return found
 
 
 @dataclass
@@ -120,6 +130,8 @@ class MaterialisedInputs:
         self._thread: threading.Thread | None = None
         self.hits = 0
         self.misses = 0
+        self.outputs_computed = 0  # model outputs put in an entry's memo
+        self.outputs_reused = 0  # requests answered from an entry's memo
         self.last_refresh: RefreshReport | None = None
 
     def want(self, kind: str, extra: Hashable = None) -> None:
@@ -138,8 +150,22 @@ class MaterialisedInputs:
         catalogue_at: float,
     ) -> pd.DataFrame | None:
         """A copy of the student's input if the store holds it for these rows, day and
-        catalogue, and it is young enough; else None (and the student is tracked, if the
-        source knows them: the stamp starts with their `users` row count)."""
+        catalogue, and it is young enough; else None (see `lookup_entry`)."""
+        entry = self.lookup_entry(kind, extra, user_id, stamp, day, catalogue_at)
+        return None if entry is None else entry.rows()
+
+    def lookup_entry(
+        self,
+        kind: str,
+        extra: Hashable,
+        user_id: str,
+        stamp: tuple[Any, ...],
+        day: date,
+        catalogue_at: float,
+    ) -> Entry | None:
+        """The student's entry if the store holds it for these rows, day and catalogue,
+        and it is young enough; else None (and the student is tracked, if the source
+        knows them: the stamp starts with their `users` row count)."""
         self.want(kind, extra)
         if stamp and stamp[0]:  # an unknown id takes no one's place
             with self._lock:
@@ -160,9 +186,7 @@ class MaterialisedInputs:
             return None
         self.hits += 1
         metrics.record_lookup(kind, hit=True)
-        found = entry.frame.iloc[entry.start : entry.stop].copy()
-        found.index = pd.RangeIndex(len(found))
-        return found
+        return entry
 
     def size(self) -> int:
         """Entries held, over every kind."""

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import pandas as pd
 from sqlalchemy import Engine, text
@@ -49,7 +49,7 @@ from features.frames import SHARED_TABLES, STUDENT_TABLES, SourceFrames, from_so
 from serving.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from serving.feature_store import MaterialisedInputs
+    from serving.feature_store import Entry, MaterialisedInputs
 
 log = get_logger("prepiq.serving.features")
 CACHE_SECONDS_ENV = "PREPIQ_SERVING_FEATURE_CACHE_SECONDS"
@@ -131,6 +131,34 @@ def catalogue_stamp(engine: Engine) -> tuple[Any, ...]:
     """Row count and newest `updated_at` of every table the catalogue is built from."""
     with engine.connect() as conn:
         return tuple(conn.execute(text(CATALOGUE_STAMP_QUERY)).one())
+
+
+Output = TypeVar("Output")
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    """A student's model input, and the materialised store's entry it came from (None
+    when built for this request)."""
+
+    frame: pd.DataFrame
+    entry: Entry | None = None
+    store: MaterialisedInputs | None = None
+
+    def output(self, key: Hashable, compute: Callable[[pd.DataFrame], Output]) -> Output:
+        """`compute(frame)`, kept in the store entry's memo under `key` (the model and
+        the request's options): the same input through the same model gives the same
+        output, so a repeat request for an unchanged student reuses it. Without an
+        entry, computed every time."""
+        if self.entry is None or self.store is None:
+            return compute(self.frame)
+        found: Output | None = self.entry.outputs.get(key)
+        if found is None:
+            found = self.entry.outputs[key] = compute(self.frame)
+            self.store.outputs_computed += 1
+        else:
+            self.store.outputs_reused += 1
+        return found
 
 
 @dataclass(frozen=True)
@@ -251,21 +279,26 @@ class OnlineFeatures:
             return focus.topic_test_stats(frames, now)
         return recommend.candidate_topics(frames, now, content=catalogue.topic_content)
 
-    def _inputs(self, kind: str, user_id: str, extra: Hashable = None) -> pd.DataFrame:
+    def student_inputs(self, kind: str, user_id: str, extra: Hashable = None) -> StudentInputs:
         """The student's input of `kind`: from the materialised store when it holds it
-        for the student's current rows, else from the cache or built now (module doc)."""
+        for the student's current rows (with the entry's memo of model outputs), else
+        from the cache or built now (module doc)."""
         catalogue = self.catalogue
         store = self.materialised
         if store is None and self.cache.seconds <= 0:
-            return self.build(kind, user_id, extra, catalogue)
+            return StudentInputs(self.build(kind, user_id, extra, catalogue))
         stamp = self.stamp(kind, user_id)
         day = self.now().date()
         if store is not None:
-            found = store.lookup(kind, extra, user_id, stamp, day, catalogue.loaded_at)
-            if found is not None:
-                return found
+            entry = store.lookup_entry(kind, extra, user_id, stamp, day, catalogue.loaded_at)
+            if entry is not None:
+                return StudentInputs(entry.rows(), entry, store)
         key = (kind, user_id, extra, day, catalogue.loaded_at, stamp)
-        return self.cache.get_or_build(key, lambda: self.build(kind, user_id, extra, catalogue))
+        built = self.cache.get_or_build(key, lambda: self.build(kind, user_id, extra, catalogue))
+        return StudentInputs(built)
+
+    def _inputs(self, kind: str, user_id: str, extra: Hashable = None) -> pd.DataFrame:
+        return self.student_inputs(kind, user_id, extra).frame
 
     def progress_inputs(self, user_id: str, window_days: int) -> pd.DataFrame:
         """`features.progress.daily_sequences` of the student, ending today."""

@@ -118,20 +118,31 @@ def predict_progress(
     """Completion now and per horizon (median and the q0.1-q0.9 interval)."""
     window_days = int(model.model.window_days)
     if request.user_id is not None:
-        inputs = features.progress_inputs(request.user_id, window_days)
-    else:
-        assert request.inputs is not None  # the schema asks for one of the two
-        given = request.inputs
-        days = pd.DataFrame([d.model_dump() for d in given.days])
-        _refuse_repeats(days["day"], "inputs.days.{}.day", "day given twice")
-        static = {
-            "days_to_exam": progress.NO_EXAM_DAYS
-            if given.days_to_exam is None
-            else given.days_to_exam,
-            "days_since_join": given.days_since_join,
-            "topics_total": given.topics_total,
-        }
-        inputs = progress.sequence_from_days(days, static, window_days)
+        found = features.student_inputs("progress", request.user_id, window_days)
+        user_id = request.user_id
+        return found.output(
+            memo_key(model), lambda inputs: progress_forecast(model, inputs, user_id)
+        )
+    assert request.inputs is not None  # the schema asks for one of the two
+    given = request.inputs
+    days = pd.DataFrame([d.model_dump() for d in given.days])
+    _refuse_repeats(days["day"], "inputs.days.{}.day", "day given twice")
+    static = {
+        "days_to_exam": progress.NO_EXAM_DAYS if given.days_to_exam is None else given.days_to_exam,
+        "days_since_join": given.days_since_join,
+        "topics_total": given.topics_total,
+    }
+    return progress_forecast(model, progress.sequence_from_days(days, static, window_days), None)
+
+
+def memo_key(model: ServedModel, *options: Hashable) -> Hashable:
+    """What a student's memoised output is kept under (`StudentInputs.output`): the
+    served model object (a reload loads a new one) and the request's options."""
+    return (model.bento_tag, id(model.model), *options)
+
+
+def progress_forecast(model: ServedModel, inputs: pd.DataFrame, user_id: str | None) -> Prediction:
+    """The forecaster's answer for one student's daily sequence."""
     row = model.predict(inputs).iloc[0]
     forecaster = model.model.forecaster
     low, high = min(forecaster.quantiles), max(forecaster.quantiles)
@@ -146,12 +157,12 @@ def predict_progress(
         for h in forecaster.horizons
     ]
     response = schemas.ProgressResponse(
-        user_id=request.user_id,
+        user_id=user_id,
         completion_now=round(float(row["completion_now"]), 2),
         forecasts=forecasts,
         model=served_by(model),
     )
-    return Prediction(response, inputs_digest(inputs), request.user_id)
+    return Prediction(response, inputs_digest(inputs), user_id)
 
 
 def _refuse_repeats(values: pd.Series, field: str, message: str) -> None:
@@ -167,12 +178,21 @@ def predict_focus_areas(
 ) -> Prediction:
     """Every answered topic's weak probability and suggestions, by priority."""
     if request.user_id is not None:
-        inputs = features.focus_inputs(request.user_id)
-    else:
-        assert request.topics is not None  # the schema asks for one of the two
-        inputs = pd.DataFrame([t.model_dump() for t in request.topics])
-        _refuse_repeats(inputs["topic_id"], "topics.{}.topic_id", "topic given twice")
-        inputs = inputs[["topic_id", *FEATURE_COLUMNS]]
+        found = features.student_inputs("focus", request.user_id)
+        user_id = request.user_id
+        return found.output(
+            memo_key(model), lambda inputs: focus_areas(model, features, inputs, user_id)
+        )
+    assert request.topics is not None  # the schema asks for one of the two
+    inputs = pd.DataFrame([t.model_dump() for t in request.topics])
+    _refuse_repeats(inputs["topic_id"], "topics.{}.topic_id", "topic given twice")
+    return focus_areas(model, features, inputs[["topic_id", *FEATURE_COLUMNS]], None)
+
+
+def focus_areas(
+    model: ServedModel, features: OnlineFeatures, inputs: pd.DataFrame, user_id: str | None
+) -> Prediction:
+    """The focus-area model's answer for one student's topic statistics."""
     areas: list[schemas.FocusArea] = []
     if not inputs.empty:
         if fast_forest_pending(model):  # the first request only
@@ -180,9 +200,9 @@ def predict_focus_areas(
         out = model.predict(inputs).sort_values("priority")
         areas = named_topics(out, features, schemas.FocusArea)
     response = schemas.FocusAreasResponse(
-        user_id=request.user_id, focus_areas=areas, model=served_by(model)
+        user_id=user_id, focus_areas=areas, model=served_by(model)
     )
-    return Prediction(response, inputs_digest(inputs), request.user_id)
+    return Prediction(response, inputs_digest(inputs), user_id)
 
 
 Topical = TypeVar("Topical", schemas.FocusArea, schemas.TopicRecommendation)
@@ -203,10 +223,21 @@ def recommend_topics(
 ) -> Prediction:
     """The student's top-k topics (of one subject when asked)."""
     if request.user_id is not None:
-        inputs = features.recommend_inputs(request.user_id)
-    else:
-        assert request.inputs is not None  # the schema asks for one of the two
-        inputs = given_recommend_inputs(features, request.inputs)
+        found = features.student_inputs("recommend", request.user_id)
+        key = memo_key(model, request.subject_id, request.top_k)
+        return found.output(key, lambda inputs: recommendations(model, features, inputs, request))
+    assert request.inputs is not None  # the schema asks for one of the two
+    inputs = given_recommend_inputs(features, request.inputs)
+    return recommendations(model, features, inputs, request)
+
+
+def recommendations(
+    model: ServedModel,
+    features: OnlineFeatures,
+    inputs: pd.DataFrame,
+    request: schemas.RecommendRequest,
+) -> Prediction:
+    """The recommender's top-k for one student's candidate topics."""
     if request.subject_id is not None:
         inputs = inputs[inputs["subject_id"] == request.subject_id]
         if inputs.empty:
@@ -214,13 +245,13 @@ def recommend_topics(
                 f"subject_id: the student is not enrolled in subject {request.subject_id}",
                 "subject_id",
             )
-    recommendations: list[schemas.TopicRecommendation] = []
+    ranked: list[schemas.TopicRecommendation] = []
     if not inputs.empty:
         # The recommender's cost is per call, not per row: concurrent requests share one.
         out = model.predict_shared(inputs.reset_index(drop=True)).head(request.top_k)
-        recommendations = named_topics(out, features, schemas.TopicRecommendation)
+        ranked = named_topics(out, features, schemas.TopicRecommendation)
     response = schemas.RecommendResponse(
-        user_id=request.user_id, recommendations=recommendations, model=served_by(model)
+        user_id=request.user_id, recommendations=ranked, model=served_by(model)
     )
     return Prediction(response, inputs_digest(inputs), request.user_id)
 

@@ -366,6 +366,14 @@ class MaterialisedInputsStatus(BaseModel):
     entries: int = Field(description="Inputs held, over every kind.")
     hits: int = Field(description="Requests answered from the store since start.")
     misses: int = Field(description="Requests that built their inputs themselves.")
+    outputs_computed: int = Field(
+        default=0, description="Model outputs computed from a stored input and kept with it."
+    )
+    outputs_reused: int = Field(
+        default=0,
+        description="Requests answered with a kept output (same student rows, same model, "
+        "same options: the output the model would give again).",
+    )
     last_refresh_seconds: float | None = Field(
         default=None, description="How long the last refresh took (null before the first)."
     )

@@ -268,6 +268,8 @@ class PrepIQService:
                 entries=self.store.size(),
                 hits=self.store.hits,
                 misses=self.store.misses,
+                outputs_computed=self.store.outputs_computed,
+                outputs_reused=self.store.outputs_reused,
                 last_refresh_seconds=refreshed.seconds if refreshed else None,
             )
         return schemas.ModelsStatusResponse(

@@ -149,6 +149,41 @@ def test_a_changed_row_is_not_served_until_the_refresh_rebuilds_it(
     assert_served_equals_built(store, [user])
 
 
+def test_a_repeat_request_reuses_the_output_kept_with_its_stored_input(
+    refreshed: tuple[MaterialisedInputs, Clock],
+    source: Engine,
+    restored_answer: tuple[str, datetime],
+) -> None:
+    """An output is kept with the stored input it was computed from, per key (model and
+    request options); a changed row is never answered from it, and the rebuilt entry
+    computes afresh."""
+    store, _ = refreshed
+    online = store.online
+    user, _ = restored_answer
+    seen: list[pd.DataFrame] = []
+
+    def compute(frame: pd.DataFrame) -> int:
+        seen.append(frame)
+        return len(seen)
+
+    first = online.student_inputs("focus", user)
+    assert first.entry is not None and first.output("model-a", compute) == 1
+    again = online.student_inputs("focus", user)
+    assert again.output("model-a", compute) == 1 and len(seen) == 1
+    assert again.output("model-b", compute) == 2  # another model or options: computed
+    pd.testing.assert_frame_equal(seen[0], again.frame)
+    with source.begin() as conn:
+        conn.execute(NEWEST_ANSWER, {"t": datetime(2099, 1, 1), "u": user})
+    changed = online.student_inputs("focus", user)  # built by the request, nothing kept
+    assert changed.entry is None
+    assert changed.output("model-a", compute) == 3 and changed.output("model-a", compute) == 4
+    store.refresh()
+    rebuilt = online.student_inputs("focus", user)
+    assert rebuilt.entry is not None and rebuilt.output("model-a", compute) == 5
+    assert online.student_inputs("focus", user).output("model-a", compute) == 5
+    assert (store.outputs_computed, store.outputs_reused) == (3, 2)
+
+
 def test_old_entries_another_day_or_catalogue_are_not_served(
     refreshed: tuple[MaterialisedInputs, Clock],
 ) -> None:

@@ -165,6 +165,8 @@ def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
         assert sum(m["requests"] for m in status["models"]) == sum(expected.values())
         store = status["materialised_inputs"]  # on by default (serving.feature_store)
         assert store is not None and store["hits"] + store["misses"] >= 5
+        # Each prediction from a stored input computed its output or reused the kept one.
+        assert store["outputs_computed"] + store["outputs_reused"] == store["hits"]
         reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
         assert reload.status_code == 200 and reload.json() == {"reloaded": {}}, reload.text
         for open_route in ("/livez", "/readyz", "/metrics", "/docs.json"):
