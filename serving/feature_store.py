@@ -64,8 +64,11 @@ class Entry:
     outputs: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def rows(self) -> pd.DataFrame:
-        """A copy of the student's rows (a caller's edits never reach the store)."""
-        found = self.frame.iloc[self.start : self.stop].copy()
+        """A copy of the student's rows (a caller's edits never reach the store). By
+        `take`, not a sliced view then copied: under copy-on-write every view adds a weak
+        reference to the batch frame's blocks, and those pile up (one per request) until
+        pandas prunes them, for the garbage collector to walk."""
+        found = self.frame.take(np.arange(self.start, self.stop))
         found.index = pd.RangeIndex(len(found))
         return found
 

@@ -138,12 +138,20 @@ Output = TypeVar("Output")
 
 @dataclass(frozen=True)
 class StudentInputs:
-    """A student's model input, and the materialised store's entry it came from (None
-    when built for this request)."""
+    """A student's model input: built for this request, or the materialised store's
+    entry that holds it (whose rows are copied out only when a model needs them)."""
 
-    frame: pd.DataFrame
+    built: pd.DataFrame | None = None
     entry: Entry | None = None
     store: MaterialisedInputs | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The input rows (a copy of the entry's, for a stored input)."""
+        if self.built is not None:
+            return self.built
+        assert self.entry is not None
+        return self.entry.rows()
 
     def output(self, key: Hashable, compute: Callable[[pd.DataFrame], Output]) -> Output:
         """`compute(frame)`, kept in the store entry's memo under `key` (the model and
@@ -292,7 +300,7 @@ class OnlineFeatures:
         if store is not None:
             entry = store.lookup_entry(kind, extra, user_id, stamp, day, catalogue.loaded_at)
             if entry is not None:
-                return StudentInputs(entry.rows(), entry, store)
+                return StudentInputs(entry=entry, store=store)
         key = (kind, user_id, extra, day, catalogue.loaded_at, stamp)
         built = self.cache.get_or_build(key, lambda: self.build(kind, user_id, extra, catalogue))
         return StudentInputs(built)
