@@ -8,7 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from core.config import load_params
 from features.focus import topic_test_stats
@@ -110,3 +114,23 @@ def test_a_student_failing_every_question_of_a_topic_gets_it_flagged_weak(
         # All right: far less likely weak (not necessarily below the threshold: slow or
         # rushed answers and a weak student overall still count against a topic).
         assert verdict[True]["weak_probability"] < verdict[False]["weak_probability"] / 2
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["a", "b", "c"]), st.sampled_from([0.0, 0.5, 1.0, 2.5])),
+        min_size=1,
+        max_size=30,
+    ),
+    st.booleans(),
+)
+def test_priorities_are_pandas_first_ranks_within_each_student(
+    rows: list[tuple[str, float]], per_student: bool
+) -> None:
+    """The numpy priorities serving computes equal pandas' `rank(method="first")` per
+    student (ties in row order), with and without a user_id column."""
+    users = np.array([u for u, _ in rows], dtype=object)
+    key = np.array([k for _, k in rows])
+    groups = users if per_student else np.zeros(len(rows))
+    expected = pd.Series(key).groupby(groups).rank(method="first").astype(int).to_numpy()
+    assert fa.priority_ranks(key, users if per_student else None).tolist() == expected.tolist()

@@ -419,15 +419,41 @@ def suggestions(
     accuracy (exam-score points out of 100 for its subject, as the topic's syllabus share
     times the accuracy gap, discounted by the weak probability), what to practise, and
     the order to take the topics in (per student when `user_id` is given)."""
-    gap = (target_accuracy - features["student_shrunk_accuracy"].to_numpy()).clip(0.0, 1.0)
-    gain = 100.0 * features["syllabus_weight"].to_numpy() * gap * probability
-    advice = np.full(len(features), DEFAULT_ADVICE, dtype=object)
-    for column, at_least, text in reversed(PRACTICE_ADVICE):  # the first match wins
-        advice = np.where(features[column].to_numpy() >= at_least, text, advice)
-    out = pd.DataFrame({"expected_score_gain": gain.round(3), "practice": advice})
-    groups = features["user_id"].to_numpy() if "user_id" in features else np.zeros(len(features))
-    out["priority"] = pd.Series(-gain).groupby(groups).rank(method="first").astype(int).to_numpy()
-    return out
+    groups = features["user_id"].to_numpy() if "user_id" in features else None
+    return pd.DataFrame(
+        suggestion_columns(feature_matrix(features), probability, target_accuracy, groups)
+    )
+
+
+def suggestion_columns(
+    x: np.ndarray, probability: np.ndarray, target_accuracy: float, groups: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """`suggestions` from the feature matrix (`features.focus.feature_matrix`), as columns.
+    Numpy throughout: serving computes this on every request."""
+    column = {name: x[:, i] for i, name in enumerate(FEATURE_COLUMNS)}
+    gap = (target_accuracy - column["student_shrunk_accuracy"]).clip(0.0, 1.0)
+    gain = 100.0 * column["syllabus_weight"] * gap * probability
+    advice = np.full(len(x), DEFAULT_ADVICE, dtype=object)
+    for name, at_least, text in reversed(PRACTICE_ADVICE):  # the first match wins
+        advice = np.where(column[name] >= at_least, text, advice)
+    return {
+        "expected_score_gain": gain.round(3),
+        "practice": advice,
+        "priority": priority_ranks(-gain, groups),
+    }
+
+
+def priority_ranks(key: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """1, 2, ... by ascending `key` within each group, ties in row order (what pandas'
+    `groupby(groups).rank(method="first")` gives)."""
+    codes = np.zeros(len(key), dtype=np.int64) if groups is None else pd.factorize(groups)[0]
+    order = np.lexsort((key, codes))  # stable: equal keys keep their row order
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    first_of_group = np.repeat(starts, np.diff(np.r_[starts, len(key)]))
+    ranks = np.empty(len(key), dtype=np.int64)
+    ranks[order] = np.arange(len(key)) - first_of_group + 1
+    return ranks
 
 
 class FocusAreaPyfunc(PythonModel):
@@ -443,18 +469,14 @@ class FocusAreaPyfunc(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        probability = self.estimator.predict_proba(feature_matrix(model_input))[:, 1]
-        keys = [c for c in ("user_id", "topic_id") if c in model_input]
-        out = model_input[keys].reset_index(drop=True)
+        x = feature_matrix(model_input)
+        probability = self.estimator.predict_proba(x)[:, 1]
+        out = {c: model_input[c].to_numpy() for c in ("user_id", "topic_id") if c in model_input}
         out["weak_probability"] = probability
         out["is_weak"] = probability >= self.threshold
-        return pd.concat(
-            [
-                out,
-                suggestions(model_input.reset_index(drop=True), probability, self.target_accuracy),
-            ],
-            axis=1,
-        )
+        groups = out.get("user_id")
+        out |= suggestion_columns(x, probability, self.target_accuracy, groups)
+        return pd.DataFrame(out)
 
 
 class FocusAreaSpec:
