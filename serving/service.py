@@ -50,6 +50,7 @@ log = get_logger("prepiq.serving")
 Req = TypeVar("Req", bound=BaseModel)
 Predictor = Callable[[ServedModel, OnlineFeatures, Any], predictors.Prediction]
 DASHBOARD_TOP = 5
+STATUS_ROUTE = "/api/v1/ml/models/status"
 STORED_PREDICTIONS = 50
 
 
@@ -240,10 +241,15 @@ class PrepIQService:
 
     # -- GET routes (the mounted FastAPI app, prefix /api/v1) ---------------------------
 
-    @views.get("/ml/models/status", response_model=schemas.ModelsStatusResponse)
+    @views.get(STATUS_ROUTE.removeprefix("/api/v1"), response_model=schemas.ModelsStatusResponse)
     async def models_status(self) -> schemas.ModelsStatusResponse:
         """Each served model: version, aliases, run, data version, trained and loaded at,
-        main metric, live request count and latency percentiles. Reads memory only."""
+        main metric, live request count and latency percentiles. Reads memory only.
+        (Served by `StatusFastPath`; this route documents it and answers the same.)"""
+        return self.status()
+
+    def status(self) -> schemas.ModelsStatusResponse:
+        """The `/models/status` document, from memory."""
         models = [
             schemas.ModelStatus(
                 key=m.key,
@@ -413,6 +419,35 @@ async def _serving_error(request: Request, exc: ServingError) -> Any:
     return from_serving_error(exc, getattr(request.state, "request_id", None))
 
 
+class StatusFastPath:
+    """Answers `GET /api/v1/ml/models/status` once the gateway has let it through
+    (authenticated, rate-limited, logged), straight from the service's `status`: BentoML's
+    routing into the mounted FastAPI app, its dependency solving and its response
+    validation cost about twice the document itself, and ops poll this route under full
+    load. The FastAPI route stays as its OpenAPI entry and gives the same document."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == STATUS_ROUTE and scope["method"] == "GET":
+            service = bentoml.get_current_service()
+            body = service.status().model_dump_json().encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
 class DocsWithErrors:
     """Answers `/docs.json` with BentoML's OpenAPI document plus the error responses every
     protected route can give, in the one error shape (`schemas.with_error_responses`), so
@@ -436,3 +471,4 @@ class DocsWithErrors:
 
 PrepIQService.add_asgi_middleware(Gateway, settings=SETTINGS)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(DocsWithErrors)  # type: ignore[attr-defined]
+PrepIQService.add_asgi_middleware(StatusFastPath)  # type: ignore[attr-defined]

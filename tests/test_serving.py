@@ -242,6 +242,22 @@ def test_models_status_reports_each_model_and_its_traffic(client: TestClient, st
     assert focus["requests"] >= 1 and focus["latency_ms"]["p50"] > 0
 
 
+def test_status_fast_path_answers_the_documented_route_after_the_gateway(
+    client: TestClient,
+) -> None:
+    """`StatusFastPath` answers the status before BentoML's routing, with the document the
+    mounted FastAPI route gives (and its schema), only once the gateway let it through."""
+    from serving.service import views
+
+    fast = client.get("/api/v1/ml/models/status", headers=as_service())
+    assert fast.status_code == 200 and fast.headers["x-request-id"]
+    with TestClient(views) as direct:  # the FastAPI route itself, no gateway, no fast path
+        routed = direct.get("/ml/models/status")
+    assert routed.status_code == 200
+    assert fast.json() == routed.json()
+    assert_error(client.get("/api/v1/ml/models/status"), 401, None)
+
+
 def test_request_id_is_echoed_and_docs_list_every_route(client: TestClient) -> None:
     answer = client.get(
         "/api/v1/ml/models/status", headers={**as_service(), "X-Request-ID": "abc-1"}
