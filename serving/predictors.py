@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -97,10 +97,14 @@ def inputs_digest(frame: pd.DataFrame) -> str:
     """SHA-256 of the model input: its column names and values in order (the builders
     give their rows in a fixed order). Hashes each column's bytes, numbers as they are
     and anything else as text, which costs a tenth of pandas' per-row hashing."""
+    return columns_digest((str(name), frame[name].to_numpy()) for name in frame.columns)
+
+
+def columns_digest(columns: Iterable[tuple[str, np.ndarray]]) -> str:
+    """`inputs_digest` of the frame these (name, values) columns would make, in order."""
     digest = hashlib.sha256()
-    for name in frame.columns:
-        values = frame[name].to_numpy()
-        digest.update(str(name).encode())
+    for name, values in columns:
+        digest.update(name.encode())
         if values.dtype.kind in "biuf":
             digest.update(np.ascontiguousarray(values).tobytes())
         else:
@@ -181,53 +185,64 @@ def predict_focus_areas(
         found = features.student_inputs("focus", request.user_id)
         user_id = request.user_id
         return found.output(
-            memo_key(model), lambda inputs: focus_areas(model, features, inputs, user_id)
+            memo_key(model), lambda inputs: stored_focus_areas(model, features, inputs, user_id)
         )
     assert request.topics is not None  # the schema asks for one of the two
-    inputs = topic_rows(request.topics)
-    _refuse_repeats(inputs["topic_id"], "topics.{}.topic_id", "topic given twice")
-    return focus_areas(model, features, inputs, None)
-
-
-def topic_rows(topics: list[schemas.TopicTestStats]) -> pd.DataFrame:
-    """The body's topic statistics as the model's input rows: one float block built
-    from a matrix (a frame from one dict per row costs a column conversion per field)."""
-    matrix = np.array([[getattr(t, c) for c in FEATURE_COLUMNS] for t in topics], dtype=float)
-    rows = pd.DataFrame(matrix, columns=list(FEATURE_COLUMNS))
-    rows.insert(0, "topic_id", np.array([t.topic_id for t in topics], dtype=np.int64))
-    return rows
+    topics = request.topics
+    ids = np.array([t.topic_id for t in topics], dtype=np.int64)
+    _refuse_repeats(pd.Series(ids), "topics.{}.topic_id", "topic given twice")
+    # The body's statistics straight into the feature matrix (no frame row by row).
+    x = np.array([[getattr(t, c) for c in FEATURE_COLUMNS] for t in topics], dtype=float)
+    digest = columns_digest([("topic_id", ids), *zip(FEATURE_COLUMNS, x.T, strict=True)])
+    return focus_areas(model, features, x, {"topic_id": ids}, digest, None)
 
 
 def focus_areas(
-    model: ServedModel, features: OnlineFeatures, inputs: pd.DataFrame, user_id: str | None
+    model: ServedModel,
+    features: OnlineFeatures,
+    x: np.ndarray,
+    keys: dict[str, np.ndarray],
+    digest: str,
+    user_id: str | None,
 ) -> Prediction:
-    """The focus-area model's answer for one student's topic statistics."""
+    """The focus-area model's answer for one student's topics (feature matrix `x`, topic
+    ids and user ids in `keys`), by the pyfunc's array entry point (`answer`, what its
+    `predict` wraps in a frame), highest priority first."""
     areas: list[schemas.FocusArea] = []
-    if not inputs.empty:
+    if len(x):
         if fast_forest_pending(model):  # the first request only
-            use_fast_forest(model, focus.feature_matrix(inputs))
-        out = model.predict(inputs)
-        out = out.take(np.argsort(out["priority"].to_numpy(), kind="stable"))
-        areas = named_topics(out, features, schemas.FocusArea)
+            use_fast_forest(model, x)
+        out = model.model.answer(x, keys)
+        order = np.argsort(out["priority"], kind="stable")
+        ordered = {c: out[c][order].tolist() for c in out if c in schemas.FocusArea.model_fields}
+        areas = named_topics(ordered, features, schemas.FocusArea)
     response = schemas.FocusAreasResponse(
         user_id=user_id, focus_areas=areas, model=served_by(model)
     )
-    return Prediction(response, inputs_digest(inputs), user_id)
+    return Prediction(response, digest, user_id)
+
+
+def stored_focus_areas(
+    model: ServedModel, features: OnlineFeatures, inputs: pd.DataFrame, user_id: str
+) -> Prediction:
+    """`focus_areas` of a student's `features.focus.topic_test_stats` rows."""
+    keys = {c: inputs[c].to_numpy() for c in ("user_id", "topic_id")}
+    x = focus.feature_matrix(inputs)
+    return focus_areas(model, features, x, keys, inputs_digest(inputs), user_id)
 
 
 Topical = TypeVar("Topical", schemas.FocusArea, schemas.TopicRecommendation)
 
 
-def named_topics(out: pd.DataFrame, features: OnlineFeatures, item: type[Topical]) -> list[Topical]:
-    """One `item` per row of a model's output, in order, with the topic's name and subject
-    from the catalogue (`tolist` gives Python values, as `to_dict` would at several times
-    the cost; columns `item` lacks are left out)."""
-    wanted = [c for c in out.columns if c in item.model_fields]
-    values = {c: out[c].tolist() for c in wanted}
+def named_topics(
+    columns: dict[str, list[Any]], features: OnlineFeatures, item: type[Topical]
+) -> list[Topical]:
+    """One `item` per row of a model's output columns (Python values, in order), with the
+    topic's name and subject from the catalogue."""
     found = []
-    for i, topic in enumerate(values["topic_id"]):
+    for i, topic in enumerate(columns["topic_id"]):
         name, subject = features.topic(int(topic))
-        record = {c: values[c][i] for c in wanted}
+        record = {c: values[i] for c, values in columns.items()}
         found.append(item.model_validate(record | {"topic_name": name, "subject_id": subject}))
     return found
 
@@ -263,7 +278,9 @@ def recommendations(
     if not inputs.empty:
         # The recommender's cost is per call, not per row: concurrent requests share one.
         out = model.predict_shared(inputs.reset_index(drop=True)).head(request.top_k)
-        ranked = named_topics(out, features, schemas.TopicRecommendation)
+        fields = schemas.TopicRecommendation.model_fields
+        values = {c: out[c].tolist() for c in out.columns if c in fields}  # as to_dict would
+        ranked = named_topics(values, features, schemas.TopicRecommendation)
     response = schemas.RecommendResponse(
         user_id=request.user_id, recommendations=ranked, model=served_by(model)
     )

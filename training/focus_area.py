@@ -469,14 +469,18 @@ class FocusAreaPyfunc(PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        x = feature_matrix(model_input)
+        keys = {c: model_input[c].to_numpy() for c in ("user_id", "topic_id") if c in model_input}
+        return pd.DataFrame(self.answer(feature_matrix(model_input), keys))
+
+    def answer(self, x: np.ndarray, keys: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`predict`'s columns from the feature matrix, `keys` (user_id, topic_id) passed
+        through: what serving calls, with no frame built around the answer."""
         probability = self.estimator.predict_proba(x)[:, 1]
-        out = {c: model_input[c].to_numpy() for c in ("user_id", "topic_id") if c in model_input}
+        out = dict(keys)
         out["weak_probability"] = probability
         out["is_weak"] = probability >= self.threshold
-        groups = out.get("user_id")
-        out |= suggestion_columns(x, probability, self.target_accuracy, groups)
-        return pd.DataFrame(out)
+        out |= suggestion_columns(x, probability, self.target_accuracy, keys.get("user_id"))
+        return out
 
 
 class FocusAreaSpec:
