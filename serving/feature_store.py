@@ -151,20 +151,6 @@ class MaterialisedInputs:
         stamp: tuple[Any, ...],
         day: date,
         catalogue_at: float,
-    ) -> pd.DataFrame | None:
-        """A copy of the student's input if the store holds it for these rows, day and
-        catalogue, and it is young enough; else None (see `lookup_entry`)."""
-        entry = self.lookup_entry(kind, extra, user_id, stamp, day, catalogue_at)
-        return None if entry is None else entry.rows()
-
-    def lookup_entry(
-        self,
-        kind: str,
-        extra: Hashable,
-        user_id: str,
-        stamp: tuple[Any, ...],
-        day: date,
-        catalogue_at: float,
     ) -> Entry | None:
         """The student's entry if the store holds it for these rows, day and catalogue,
         and it is young enough; else None (and the student is tracked, if the source

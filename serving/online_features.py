@@ -298,7 +298,7 @@ class OnlineFeatures:
         stamp = self.stamp(kind, user_id)
         day = self.now().date()
         if store is not None:
-            entry = store.lookup_entry(kind, extra, user_id, stamp, day, catalogue.loaded_at)
+            entry = store.lookup(kind, extra, user_id, stamp, day, catalogue.loaded_at)
             if entry is not None:
                 return StudentInputs(entry=entry, store=store)
         key = (kind, user_id, extra, day, catalogue.loaded_at, stamp)

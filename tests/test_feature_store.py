@@ -45,7 +45,7 @@ def store_over(engine: Engine, students: int = 2000) -> tuple[MaterialisedInputs
 
 def served(store: MaterialisedInputs, kind: str, extra: object, user: str) -> pd.DataFrame | None:
     online = store.online
-    return store.lookup(
+    entry = store.lookup(
         kind,
         extra,
         user,
@@ -53,6 +53,7 @@ def served(store: MaterialisedInputs, kind: str, extra: object, user: str) -> pd
         online.now().date(),
         online.catalogue.loaded_at,
     )
+    return None if entry is None else entry.rows()
 
 
 def assert_served_equals_built(store: MaterialisedInputs, users: list[str]) -> None:
