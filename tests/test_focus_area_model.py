@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.config import load_params
-from features.focus import topic_test_stats
+from features.focus import FEATURE_COLUMNS, feature_matrix, topic_test_stats
 from features.frames import from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE, SMALL_DATA_PARAMS
@@ -134,3 +134,24 @@ def test_priorities_are_pandas_first_ranks_within_each_student(
     groups = users if per_student else np.zeros(len(rows))
     expected = pd.Series(key).groupby(groups).rank(method="first").astype(int).to_numpy()
     assert fa.priority_ranks(key, users if per_student else None).tolist() == expected.tolist()
+
+
+def test_more_right_answers_never_raise_the_weak_probability(
+    outcome: Outcome, clean_snapshot: Path
+) -> None:
+    """The tree families are fitted with `monotonic_cst` (`fa.MONOTONE`): moving any
+    accuracy feature up (or a wrong-answer pattern down) never raises a pair's weak
+    probability, whatever the rest of the row."""
+    frames = from_snapshot(clean_snapshot, TABLES)
+    x = feature_matrix(topic_test_stats(frames, AS_OF))
+    model = outcome.python_model
+    assert isinstance(model, fa.FocusAreaPyfunc)
+    estimator = model.estimator
+    assert estimator.monotonic_cst is not None
+    base = estimator.predict_proba(x)[:, 1]
+    for column, direction in fa.MONOTONE.items():
+        moved = x.copy()
+        at = FEATURE_COLUMNS.index(column)
+        # accuracies and shares live in [0, 1]: push each toward its favourable end
+        moved[:, at] = np.clip(moved[:, at] - direction * 0.3, 0.0, 1.0)
+        assert (estimator.predict_proba(moved)[:, 1] <= base + 1e-12).all(), column

@@ -65,6 +65,7 @@ class FocusAreaParams:
     weak_threshold: float = 0.5
     min_label_answers: int = 8
     label_basis: Literal["raw", "adjusted"] = "raw"
+    monotone: bool = True
     origin_step_days: int = 14
     first_origin_days: int = 30
     holdout_fraction: float = 0.2
@@ -88,6 +89,34 @@ class FocusAreaParams:
 
 
 LABEL_BASES = ("raw", "adjusted")
+# The direction each feature may move the weak probability in when `monotone` is on:
+# more right answers never make a topic weaker (-1), more repeated wrong options, rushed
+# wrong answers or skips never make it stronger (+1). Trees fitted to a few thousand
+# noisy labels otherwise learn local reversals that a student who answers a topic all
+# right can land in. 0: unconstrained.
+MONOTONE = {
+    "accuracy": -1,
+    "smoothed_accuracy": -1,
+    "accuracy_last_14d": -1,
+    "accuracy_last_30d": -1,
+    "difficulty_adjusted_accuracy": -1,
+    "student_adjusted_accuracy": -1,
+    "relative_adjusted_accuracy": -1,
+    "student_shrunk_accuracy": -1,
+    "recency_weighted_accuracy": -1,
+    "adjusted_accuracy_last_30d": -1,
+    "hard_question_accuracy": -1,
+    "rushed_wrong_share": 1,
+    "repeated_wrong_option_share": 1,
+    "skip_share": 1,
+}
+
+
+def monotone_constraints(p: FocusAreaParams) -> list[int] | None:
+    """The tree families' `monotonic_cst`, in `FEATURE_COLUMNS` order (None: off)."""
+    return [MONOTONE.get(column, 0) for column in FEATURE_COLUMNS] if p.monotone else None
+
+
 # A question's observed share of right answers is shrunk toward the app's rating of it
 # (`features.focus.EXPECTED_BY_DIFFICULTY`) by this many pseudo-answers.
 QUESTION_PRIOR_ANSWERS = 10
@@ -262,6 +291,7 @@ def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
             min_samples_leaf=integer("rf_min_samples_leaf"),
             max_features=real("rf_max_features"),
             class_weight=trial.suggest_categorical("rf_class_weight", [None, "balanced"]),
+            monotonic_cst=monotone_constraints(p),
             n_jobs=1,  # per-request predictions stay fast (no joblib overhead in serving)
             random_state=seed,
         )
@@ -271,6 +301,7 @@ def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
             max_depth=integer("et_max_depth"),
             min_samples_leaf=integer("et_min_samples_leaf"),
             max_features=real("et_max_features"),
+            monotonic_cst=monotone_constraints(p),
             n_jobs=1,
             random_state=seed,
         )
@@ -285,6 +316,7 @@ def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
         learning_rate=real("gb_learning_rate"),
         max_leaf_nodes=integer("gb_leaf_nodes"),
         l2_regularization=real("gb_l2"),
+        monotonic_cst=monotone_constraints(p),
         random_state=seed,
     )
 
