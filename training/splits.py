@@ -8,6 +8,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import numpy as np
 
@@ -82,23 +83,30 @@ class WindowSplit:
     holdout_origin: datetime
 
 
-def window_split(
-    frames: SourceFrames,
-    as_of: datetime,
-    *,
-    window_days: int,
-    first_origin_days: int,
-    step_days: int,
-    holdout_fraction: float,
-    seed: int,
-) -> WindowSplit:
-    """Split by student and by time for a label over `window_days` after each origin."""
+class WindowedLabel(Protocol):
+    """The params of a model labelled over a window after each origin (the focus-area
+    identifier's and the topic recommender's `params.yaml` sections)."""
+
+    @property
+    def label_window_days(self) -> int: ...
+    @property
+    def first_origin_days(self) -> int: ...
+    @property
+    def origin_step_days(self) -> int: ...
+    @property
+    def holdout_fraction(self) -> float: ...
+
+
+def window_split(frames: SourceFrames, as_of: datetime, p: WindowedLabel, seed: int) -> WindowSplit:
+    """Split by student and by time for a label over `p.label_window_days` after each
+    origin."""
+    window_days = p.label_window_days
     holdout_origin = as_of - timedelta(days=window_days)
-    training, holdout = student_split(frames, holdout_fraction, seed)
+    training, holdout = student_split(frames, p.holdout_fraction, seed)
     last = holdout_origin - timedelta(days=window_days)
     return WindowSplit(
         training=training,
         holdout=holdout,
-        train_origins=training_origins(frames, first_origin_days, last, step_days),
+        train_origins=training_origins(frames, p.first_origin_days, last, p.origin_step_days),
         holdout_origin=holdout_origin,
     )

@@ -191,15 +191,7 @@ def make_dataset(
 ) -> RecommenderData:
     """Split by student and by time: hold-out students are scored at the last origin whose
     window has closed; training students at origins whose windows closed before it."""
-    split = window_split(
-        frames,
-        as_of,
-        window_days=p.label_window_days,
-        first_origin_days=p.first_origin_days,
-        step_days=p.origin_step_days,
-        holdout_fraction=p.holdout_fraction,
-        seed=seed,
-    )
+    split = window_split(frames, as_of, p, seed)
     training_frames, holdout_frames = split.training, split.holdout
     train_origins, holdout_origin = split.train_origins, split.holdout_origin
     training_answers = answer_table(training_frames)
