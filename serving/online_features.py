@@ -182,8 +182,12 @@ class Catalogue:
     day: date  # the day `now` fell on (the builders' ages and recency count in days)
 
     @classmethod
-    def read(cls, engine: Engine, now: datetime) -> Catalogue:
-        stamp = catalogue_stamp(engine)  # first: a write meanwhile makes the copy look stale
+    def read(cls, engine: Engine, now: datetime, stamp: tuple[Any, ...] | None = None) -> Catalogue:
+        """The catalogue as of `now`. `stamp`: `catalogue_stamp` when the caller has just
+        read it; it is read before the rows, so a write meanwhile makes the copy look
+        stale (reloaded once more), never fresh."""
+        if stamp is None:
+            stamp = catalogue_stamp(engine)
         frames = from_source(engine, "", SHARED_TABLES)
         everyone = SourceFrames({**frames.tables, RATINGS: read_table(engine, RATINGS)})
         history = questions.question_history(everyone, now)
@@ -240,9 +244,9 @@ class OnlineFeatures:
         """Reload the catalogue unless its tables and the day are unchanged; True when
         it was reloaded."""
         current = self._catalogue
-        unchanged = catalogue_stamp(self.engine) == current.stamp
-        if not (unchanged and self.now().date() == current.day):
-            self._catalogue = Catalogue.read(self.engine, self.now())
+        stamp = catalogue_stamp(self.engine)
+        if not (stamp == current.stamp and self.now().date() == current.day):
+            self._catalogue = Catalogue.read(self.engine, self.now(), stamp)
         self._checked_at = time.monotonic()
         return self._catalogue is not current
 

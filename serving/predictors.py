@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -140,8 +140,9 @@ def predict_progress(
 
 
 def memo_key(model: ServedModel, *options: Hashable) -> Hashable:
-    """What a student's memoised output is kept under (`StudentInputs.output`): the
-    served model object (a reload loads a new one) and the request's options."""
+    """What a kept output is keyed by (a student's in `StudentInputs.output`, a subject's
+    ranking in `SUBJECT_RANKINGS`): the served model object (a reload loads a new one)
+    and what else the output depends on."""
     return (model.bento_tag, id(model.model), *options)
 
 
@@ -214,8 +215,7 @@ def focus_areas(
             use_fast_forest(model, x)
         out = model.model.answer(x, keys)
         order = np.argsort(out["priority"], kind="stable")
-        ordered = {c: out[c][order].tolist() for c in out if c in schemas.FocusArea.model_fields}
-        areas = named_topics(ordered, features, schemas.FocusArea)
+        areas = named_topics({c: out[c][order] for c in out}, features, schemas.FocusArea)
     response = schemas.FocusAreasResponse(
         user_id=user_id, focus_areas=areas, model=served_by(model)
     )
@@ -235,14 +235,15 @@ Topical = TypeVar("Topical", schemas.FocusArea, schemas.TopicRecommendation)
 
 
 def named_topics(
-    columns: dict[str, list[Any]], features: OnlineFeatures, item: type[Topical]
+    columns: Mapping[str, np.ndarray | pd.Series], features: OnlineFeatures, item: type[Topical]
 ) -> list[Topical]:
-    """One `item` per row of a model's output columns (Python values, in order), with the
-    topic's name and subject from the catalogue."""
+    """One `item` per row of a model's output columns (in order; columns `item` lacks are
+    ignored), with the topic's name and subject from the catalogue."""
+    wanted = {c: values.tolist() for c, values in columns.items() if c in item.model_fields}
     found = []
-    for i, topic in enumerate(columns["topic_id"]):
+    for i, topic in enumerate(wanted["topic_id"]):
         name, subject = features.topic(int(topic))
-        record = {c: values[i] for c, values in columns.items()}
+        record = {c: values[i] for c, values in wanted.items()}
         found.append(item.model_validate(record | {"topic_name": name, "subject_id": subject}))
     return found
 
@@ -278,9 +279,8 @@ def recommendations(
     if not inputs.empty:
         # The recommender's cost is per call, not per row: concurrent requests share one.
         out = model.predict_shared(inputs.reset_index(drop=True)).head(request.top_k)
-        fields = schemas.TopicRecommendation.model_fields
-        values = {c: out[c].tolist() for c in out.columns if c in fields}  # as to_dict would
-        ranked = named_topics(values, features, schemas.TopicRecommendation)
+        columns = {str(c): out[c] for c in out.columns}
+        ranked = named_topics(columns, features, schemas.TopicRecommendation)
     response = schemas.RecommendResponse(
         user_id=request.user_id, recommendations=ranked, model=served_by(model)
     )
@@ -392,7 +392,7 @@ def subject_ranking(
     """Every candidate of the subject ranked by the model, best first, and the input's
     digest (cached per model, subject and catalogue copy: see `SubjectRankings`)."""
     catalogue = features.catalogue
-    key = (model.bento_tag, id(model.model), subject_id, catalogue.loaded_at)
+    key = memo_key(model, subject_id, catalogue.loaded_at)
     found = SUBJECT_RANKINGS.get(key)
     if found is not None:
         return found

@@ -30,7 +30,7 @@ import bentoml  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from sqlalchemy import select  # noqa: E402
-from starlette.responses import JSONResponse  # noqa: E402
+from starlette.responses import JSONResponse, Response  # noqa: E402
 
 from core.database import get_engine  # noqa: E402
 from core.logging import configure_logging, get_logger  # noqa: E402
@@ -431,19 +431,9 @@ class StatusFastPath:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == STATUS_ROUTE and scope["method"] == "GET":
-            service = bentoml.get_current_service()
-            body = service.status().model_dump_json().encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            document = bentoml.get_current_service().status().model_dump_json()
+            response = Response(document, media_type="application/json")
+            await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

@@ -247,7 +247,7 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
 ) -> None:
     """`StatusFastPath` answers the status before BentoML's routing, with the document the
     mounted FastAPI route gives (and its schema), only once the gateway let it through."""
-    from serving.service import views
+    from serving.service import PrepIQService, StatusFastPath, views
 
     fast = client.get("/api/v1/ml/models/status", headers=as_service())
     assert fast.status_code == 200 and fast.headers["x-request-id"]
@@ -256,6 +256,20 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
     assert routed.status_code == 200
     assert fast.json() == routed.json()
     assert_error(client.get("/api/v1/ml/models/status"), 401, None)
+    # The middleware is installed, and answers on its own: the app behind it is never
+    # reached for the status (anything else passes through).
+    assert StatusFastPath in [cls for cls, _ in PrepIQService.middlewares]  # type: ignore[attr-defined]
+    passed: list[str] = []
+
+    async def behind(scope: Any, receive: Any, send: Any) -> None:
+        passed.append(scope["path"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    bare = TestClient(StatusFastPath(behind))  # no lifespan: HTTP requests only
+    assert bare.get("/api/v1/ml/models/status").json() == routed.json()
+    assert bare.get("/api/v1/ml/models/other").status_code == 204
+    assert passed == ["/api/v1/ml/models/other"]
 
 
 def test_request_id_is_echoed_and_docs_list_every_route(client: TestClient) -> None:

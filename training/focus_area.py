@@ -436,23 +436,14 @@ PRACTICE_ADVICE = (
 DEFAULT_ADVICE = "targeted practice questions on this topic"
 
 
-def suggestions(
-    features: pd.DataFrame, probability: np.ndarray, target_accuracy: float
-) -> pd.DataFrame:
-    """Improvement suggestions: the expected gain of bringing a topic up to the target
-    accuracy (exam-score points out of 100 for its subject, as the topic's syllabus share
-    times the accuracy gap, discounted by the weak probability), what to practise, and
-    the order to take the topics in (per student when `user_id` is given)."""
-    groups = features["user_id"].to_numpy() if "user_id" in features else None
-    return pd.DataFrame(
-        suggestion_columns(feature_matrix(features), probability, target_accuracy, groups)
-    )
-
-
 def suggestion_columns(
     x: np.ndarray, probability: np.ndarray, target_accuracy: float, groups: np.ndarray | None
 ) -> dict[str, np.ndarray]:
-    """`suggestions` from the feature matrix (`features.focus.feature_matrix`), as columns.
+    """Improvement suggestions for the rows of feature matrix `x`
+    (`features.focus.feature_matrix`): the expected gain of bringing a topic up to the
+    target accuracy (exam-score points out of 100 for its subject, as the topic's syllabus
+    share times the accuracy gap, discounted by the weak probability), what to practise,
+    and the order to take the topics in (per student when `groups` holds user ids).
     Numpy throughout: serving computes this on every request."""
     column = {name: x[:, i] for i, name in enumerate(FEATURE_COLUMNS)}
     gap = (target_accuracy - column["student_shrunk_accuracy"]).clip(0.0, 1.0)
