@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import numpy as np
 import optuna
 import pandas as pd
@@ -25,11 +26,13 @@ from features.questions import (
     normalise_text,
     past_questions,
     question_history,
+    rows_for_texts,
 )
-from registry.gate import PromotionParams
+from registry.gate import PromotionParams, load_version, predictor
 from tests.conftest import END_DATE
 from training import question_ranker as qr
 from training.model_spec import Outcome, TrainingContext
+from training.runs import register_model
 
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
 
@@ -341,6 +344,31 @@ def test_the_behaviour_check_passes_on_the_model_and_fails_on_a_reversed_one(
         passed, reason = qr.SPEC.behaviour_checks(context, data, broken)[name]
         assert not passed, (broken.__name__, reason)
     assert reason.startswith("0/4 subjects")
+
+
+def test_the_gate_runs_the_behaviour_check_through_the_logged_model(
+    outcome: tuple[Outcome, float],
+    context: TrainingContext,
+    data: qr.RankerData,
+    private_tracking_store: str,
+) -> None:
+    """Regression: the gate scores a version loaded from the registry, so MLflow checks
+    each frame against the logged signature. The probe's never-asked text has no
+    question_id (NaN): an integer column in the signature made `promote` crash with
+    "Can not safely convert float64 to int64"."""
+    with mlflow.start_run():
+        version = register_model(qr.SPEC, outcome[0])
+    loaded = load_version(qr.SPEC.name, "challenger", version)
+    name = "a question repeated every year ranks above one never asked"
+    passed, reason = qr.SPEC.behaviour_checks(context, data, predictor(loaded))[name]
+    assert passed, reason
+    # And a given text's row as serving builds it, through the same schema check.
+    rows = qr.gate_holdout(data).candidates[list(CANDIDATE_COLUMNS)]
+    subject = rows[rows["subject_id"] == rows["subject_id"].iloc[0]].reset_index(drop=True)
+    new = rows_for_texts(subject, [("A text never set in any paper", int(subject["topic_id"][0]))])
+    assert new["question_id"].isna().all()
+    ranked = predictor(loaded)(pd.concat([subject, new], ignore_index=True))
+    assert len(ranked) == len(subject) + 1 and np.isfinite(ranked["score"]).all()
 
 
 def test_request_samples_are_single_subject_requests_the_model_ranks(

@@ -883,7 +883,11 @@ class QuestionRankerSpec:
 
         return Outcome(
             python_model=model,
-            input_example=data.latest.candidates[list(CANDIDATE_COLUMNS)].head(5),
+            # question_id as a float: a given text new to the papers has none (NaN, as
+            # `rows_for_texts` builds it), so the signature must admit a missing id.
+            input_example=data.latest.candidates[list(CANDIDATE_COLUMNS)]
+            .head(5)
+            .astype({"question_id": "float64"}),
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,
