@@ -33,6 +33,7 @@ COPY pyproject.toml README.md params.yaml ./
 COPY core ./core
 COPY features ./features
 COPY training ./training
+COPY registry ./registry
 COPY serving ./serving
 COPY prepiq ./prepiq
 # Editable: the settings find params.yaml beside the source (PROJECT_ROOT).
@@ -41,14 +42,15 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation -e .
 FROM base AS serving
 COPY --from=serving-builder /opt/venv /opt/venv
 COPY --from=serving-builder /opt/prepiq /opt/prepiq
-# The model store: promotion (the training worker) imports each champion into it.
+# The model store: a checked cache of the champions, fetched from the registry at start
+# and whenever an alias moves (serving/models.py); a restart serves from it at once.
 ENV BENTOML_HOME=/var/lib/prepiq/bentoml
 RUN mkdir -p "$BENTOML_HOME" && chown -R prepiq:prepiq /var/lib/prepiq
 # The numeric id of `prepiq` (created in base): a runtime can check it is not root.
 USER 10001:10001
 VOLUME ["/var/lib/prepiq/bentoml"]
 EXPOSE 3000
-# /readyz answers 200 once all four champions are loaded (loading takes a while).
+# /readyz answers 200 once every required champion is served (fetching takes a while).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/readyz', timeout=4)"]
 ENTRYPOINT ["prepiq"]

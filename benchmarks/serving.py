@@ -129,7 +129,6 @@ def prepare(home: Path, students: int, trials: int) -> dict[str, Any]:
     from core.database import get_engine
     from features.migrate import upgrade
     from pipelines.train import train_flow
-    from registry.promotion import import_to_serving
     from synthetic.generator import seed_source
     from training.models import MODELS
 
@@ -152,7 +151,6 @@ def prepare(home: Path, students: int, trials: int) -> dict[str, Any]:
     versions: dict[str, str] = {}
     for spec in MODELS.values():
         version = str(client.get_model_version_by_alias(spec.name, "challenger").version)
-        import_to_serving(spec, client, version)
         client.set_registered_model_alias(spec.name, "champion", version)  # as promotion
         versions[spec.key] = version
     info = {

@@ -120,6 +120,17 @@ class Settings(BaseSettings):
         description="Service worker processes (each loads the four models, ~700 MB). More "
         "than one needs a shared rate-limit storage to keep the per-caller limit.",
     )
+    serving_champion_poll_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each worker reads the registry's champion aliases; a "
+        "promotion or a rollback reaches every worker of every replica within this.",
+    )
+    serving_required_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model keys /readyz waits for, comma-separated (default: all four). "
+        "Models not listed serve when they can; their routes answer 503 until then.",
+    )
     serving_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     serving_request_timeout_seconds: float = Field(default=10.0, gt=0)
     serving_max_concurrency: int = Field(
@@ -173,7 +184,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("serving_api_keys", "serving_admin_api_keys", mode="before")
+    @field_validator(
+        "serving_api_keys", "serving_admin_api_keys", "serving_required_models", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -126,6 +126,9 @@ def question_history(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
         marks=("marks", "mean"),
         mean_rating=("rating", "mean"),
     ).reset_index()
+    # A float: a given text new to the papers has no question (NaN, `rows_for_texts`), and
+    # the logged model's signature checks every frame for one dtype.
+    candidates["question_id"] = candidates["question_id"].astype("float64")
     candidates["asked_share"] = candidates["times_asked"] / candidates["subject_id"].map(
         papers_per_subject
     )

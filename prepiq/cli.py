@@ -378,10 +378,13 @@ def promote(
     ] = False,
 ) -> None:
     """Judge each challenger against its champion on the frozen hold-out and promote it if
-    it passes. Exit 0: promoted; 3: champion kept (normal); 2: an error. The report is
-    printed and saved to data/promotion/MODEL.{json,md}."""
+    it passes; each model is judged even when another fails. Exit 0: a champion changed
+    (or would, with --dry-run); 3: every champion kept (each challenger kept or refused,
+    or nothing to judge); 2: a model could not be judged (a registry, hold-out or lock
+    error, named); 1: an internal error on a model. The report is printed and saved to
+    data/promotion/MODEL.{json,md}."""
     from pipelines.alerts import alert_if_refused
-    from registry.promotion import KEPT
+    from registry.promotion import combined_exit_code
     from registry.promotion import promote as run_promotion
     from training.models import MODELS
 
@@ -395,13 +398,17 @@ def promote(
             result = run_promotion(
                 MODELS[key], ctx, dry_run=dry_run, refresh_holdout=refresh_holdout
             )
-        except PrepIQError as exc:  # one model's error does not stop the others
-            typer.echo(f"prepiq: error: {key}: {exc}", err=True)
-            (out_dir / f"{key}.md").write_text(f"## {key}: ERROR\n\n{exc}\n")
+        except Exception as exc:  # one model's error does not stop the others
+            code = exc.exit_code if isinstance(exc, PrepIQError) else 1
+            kind = "error" if code == 2 else "internal error"
+            message = str(exc) if code == 2 else f"{type(exc).__name__}: {exc}"
+            get_logger("prepiq.promotion").debug("promotion failed", model=key, exc_info=True)
+            typer.echo(f"prepiq: {kind}: {key}: {message}", err=True)
+            (out_dir / f"{key}.md").write_text(f"## {key}: {kind.upper()}\n\n{message}\n")
             (out_dir / f"{key}.json").write_text(
-                json.dumps({"model": key, "decision": "error", "error": str(exc)}, indent=2)
+                json.dumps({"model": key, "decision": "error", "error": message}, indent=2)
             )
-            codes.append(exc.exit_code)
+            codes.append(code)
             continue
         markdown = result.markdown()
         typer.echo(markdown)
@@ -412,8 +419,7 @@ def promote(
         (out_dir / f"{key}.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         codes.append(result.exit_code)
     typer.echo(f"reports: {out_dir}")
-    errors = [c for c in codes if c not in (0, KEPT)]
-    raise typer.Exit(errors[0] if errors else min(codes))
+    raise typer.Exit(combined_exit_code(codes))
 
 
 @app.command()
@@ -426,8 +432,8 @@ def rollback(
 
     result = run_rollback(MODELS[_one_model(model)], _snapshot_context())
     typer.echo(
-        f"{result.model}: champion is v{result.champion} again (bento {result.bento_tag}); "
-        f"audit run {result.audit_run_id}"
+        f"{result.model}: champion is v{result.champion} again (audit run "
+        f"{result.audit_run_id}); serving follows within PREPIQ_SERVING_CHAMPION_POLL_SECONDS"
     )
 
 
@@ -508,17 +514,37 @@ def _opt(version: str | None) -> str:
 
 @holdout_app.command("freeze")
 def holdout_freeze(model: ModelOption = "all") -> None:
-    """Freeze each model's hold-out from the current snapshot into data/holdout (then
-    `dvc commit holdout` records the new version)."""
+    """Freeze each model's hold-out anew from the current snapshot into data/holdout and
+    store it in MLflow: from now on the gate judges on it, on every host."""
     from registry import holdout
+    from training import tracking
     from training.models import MODELS
 
     keys = _model_keys(model)
     ctx = _snapshot_context()
+    tracking.configure()
     for key in keys:
         path = holdout.freeze(MODELS[key], ctx)
         frozen = holdout.load(key, ctx.data_dir)
         typer.echo(f"{key}: {path} (sha256 {frozen.sha256[:12]}, as of {frozen.meta['as_of']})")
+
+
+@holdout_app.command("pull")
+def holdout_pull(model: ModelOption = "all") -> None:
+    """Put each model's stored hold-out (the one in MLflow) into data/holdout; a model
+    with none stored anywhere gets one frozen from the current snapshot."""
+    from registry import holdout
+    from training import tracking
+    from training.models import MODELS
+
+    keys = _model_keys(model)
+    ctx = _snapshot_context()
+    tracking.configure()
+    for key in keys:
+        frozen = holdout.ensure(MODELS[key], ctx)
+        typer.echo(
+            f"{key}: {frozen.path} (sha256 {frozen.sha256[:12]}, as of {frozen.meta['as_of']})"
+        )
 
 
 @app.command()

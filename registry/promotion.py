@@ -6,14 +6,15 @@ the model's lock (`registry.lock`) and write an audit run (`registry.audit`) wha
 happens.
 
 Order of a promotion, so that a crash at any point leaves a champion that loads:
-1. the challenger was loaded and scored by the gate (by version number);
-2. it is imported into the BentoML model store (serving starts from there, without MLflow;
-   this loads it once more): a failure stops here with no alias moved;
-3. `previous` := the old champion, then `champion` := the challenger (each one atomic
-   registry write; a failure between them leaves the old champion in place, and the old
-   `previous` and the store are restored);
-4. the `challenger` alias is removed (consumed; a crash before it leaves challenger ==
+1. the challenger was loaded from the registry and scored by the gate (by version
+   number), so its artifacts download and load;
+2. `previous` := the old champion, then `champion` := the challenger (each one atomic
+   registry write; a failure between them leaves the old champion in place and the old
+   `previous` restored);
+3. the `challenger` alias is removed (consumed; a crash before it leaves challenger ==
    champion, which the next run reports as "nothing to judge").
+Serving follows the `champion` alias itself (`serving.models`): every worker of every
+replica fetches the new champion from the registry within its poll interval.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from training import tracking
 from training.model_spec import ModelSpec, TrainingContext
 
 Outcome = Literal["promoted", "kept", "refused", "dry_run", "rolled_back"]
-PROMOTED, KEPT = 0, 3  # exit codes of `prepiq promote` (errors are 2)
+# Exit codes of `prepiq promote`: a champion changed, every champion kept, a model could
+# not be judged (a PrepIQError's code), an internal error.
+PROMOTED, KEPT, ERROR, INTERNAL = 0, 3, 2, 1
 VERDICTS: dict[str, Outcome] = {"promote": "promoted", "keep": "kept", "refuse": "refused"}
 
 
@@ -49,7 +52,6 @@ class PromotionResult:
     previous: str | None
     audit_run_id: str
     report: GateReport | None = None
-    bento_tag: str | None = None
     would: str | None = None  # a dry run: what the gate would have done
 
     @property
@@ -69,6 +71,15 @@ class PromotionResult:
         return f"{body}\n{head}\n"
 
 
+def combined_exit_code(codes: list[int]) -> int:
+    """One exit code for several models: an internal error over an error over a changed
+    champion over every champion kept."""
+    for worst in (INTERNAL, ERROR, PROMOTED):
+        if worst in codes:
+            return worst
+    return KEPT if codes else PROMOTED
+
+
 def _v(version: str | None) -> str:
     return f"v{version}" if version else "none"
 
@@ -84,33 +95,11 @@ def _lock(spec: ModelSpec, uri: str, params: PromotionParams) -> Any:
     )
 
 
-def import_to_serving(spec: ModelSpec, client: MlflowClient, version: str) -> str:
-    """Copy a registered version into the BentoML model store under BENTOML_HOME as
-    `prepiq-<key>` (its newest entry is what serving loads), labelled with its MLflow name,
-    version and run id; returns the store tag."""
-    import bentoml
-
-    run_id = str(client.get_model_version(spec.name, version).run_id)
-    model = bentoml.mlflow.import_model(
-        f"prepiq-{spec.key}",
-        model_uri=f"models:/{spec.name}/{version}",
-        labels={"mlflow_name": spec.name, "mlflow_version": str(version), "run_id": run_id},
-    )
-    return str(model.tag)
-
-
-def _discard_from_serving(tag: str) -> None:
-    import bentoml
-
-    bentoml.models.delete(tag)
-
-
-def move_champion(spec: ModelSpec, client: MlflowClient, version: str) -> tuple[str, str | None]:
-    """Make `version` champion, keeping the old one as `previous` (steps 2-3 of the module
-    docstring); returns the BentoML tag and the old champion."""
+def move_champion(spec: ModelSpec, client: MlflowClient, version: str) -> str | None:
+    """Make `version` champion, keeping the old one as `previous` (step 2 of the module
+    docstring); returns the old champion."""
     old_champion = alias_version(client, spec.name, CHAMPION)
     old_previous = alias_version(client, spec.name, PREVIOUS)
-    tag = import_to_serving(spec, client, version)
     try:
         if old_champion is not None:
             client.set_registered_model_alias(spec.name, PREVIOUS, old_champion)
@@ -122,9 +111,8 @@ def move_champion(spec: ModelSpec, client: MlflowClient, version: str) -> tuple[
             client.set_registered_model_alias(spec.name, PREVIOUS, old_previous)
         elif old_champion is not None:
             client.delete_registered_model_alias(spec.name, PREVIOUS)
-        _discard_from_serving(tag)
         raise
-    return tag, old_champion
+    return old_champion
 
 
 def promote(
@@ -145,7 +133,7 @@ def promote(
         run_id = audit.open_record(client, spec, "promote", who)
         report: GateReport | None = None
         try:
-            frozen = holdout.ensure(spec, ctx, refresh=refresh_holdout)
+            frozen = holdout.ensure(spec, ctx, refresh=refresh_holdout, client=client)
             report = decide(spec, client, frozen.data, frozen.sha256, ctx, params)
             result = PromotionResult(
                 model=spec.name,
@@ -160,7 +148,7 @@ def promote(
                 result.decision, result.would = "dry_run", report.decision
             elif report.decision == "promote" and report.challenger is not None:
                 version = report.challenger.version
-                result.bento_tag, old_champion = move_champion(spec, client, version)
+                old_champion = move_champion(spec, client, version)
                 result.champion, result.previous = version, old_champion or result.previous
                 client.delete_registered_model_alias(spec.name, CHALLENGER)
             audit.close_record(
@@ -207,12 +195,7 @@ def rollback(spec: ModelSpec, ctx: TrainingContext, *, actor: str | None = None)
         reasons = [f"rollback: {CHAMPION} v{champion} -> v{previous} ({PREVIOUS})"]
         try:
             load_version(spec.name, PREVIOUS, previous)
-            tag = import_to_serving(spec, client, previous)
-            try:
-                client.set_registered_model_alias(spec.name, CHAMPION, previous)
-            except BaseException:
-                _discard_from_serving(tag)
-                raise
+            client.set_registered_model_alias(spec.name, CHAMPION, previous)
             client.delete_registered_model_alias(spec.name, PREVIOUS)
         except BaseException as exc:
             audit.close_record(
@@ -243,5 +226,4 @@ def rollback(spec: ModelSpec, ctx: TrainingContext, *, actor: str | None = None)
         champion=previous,
         previous=None,
         audit_run_id=run_id,
-        bento_tag=tag,
     )

@@ -60,10 +60,18 @@ class NotFoundError(ServingError):
 
 
 class NotReadyError(ServingError):
-    """A model is not loaded (yet)."""
+    """A model is not served: no champion, or its champion did not load (names it)."""
 
     status = 503
     code = "not_ready"
+
+
+class ReloadFailedError(ServingError):
+    """A reload could not serve some model's champion (names each and why); the models
+    served before stay."""
+
+    status = 503
+    code = "reload_failed"
 
 
 class RateLimitedError(ServingError):

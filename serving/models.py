@@ -1,27 +1,39 @@
-"""The four champions, loaded from the BentoML model store (under BENTOML_HOME), where
-promotion imports each champion as `prepiq-<key>`, labelled with its MLflow version. Each
-comes with what `/models/status` reports about it (registered version, aliases, run, data
-version, trained at, main metric).
+"""The served models: each model's `champion` in the MLflow registry, followed.
 
-Which store entry is the champion: promotion imports into the store BEFORE it moves the
-registry aliases, so after a crash between the two the newest entry may be a version that
-never became champion. So at start and at every reload the service asks the registry once
-(one `search_registered_models` call for all four models) for the aliases, and serves, per
-model, the newest entry labelled with the `champion` version. When the registry cannot be
-reached, has no champion for the model, or the champion has no store entry, it serves the
-newest entry, and logs which rule chose it: serving never needs MLflow to start."""
+At start and every `serving_champion_poll_seconds` (and on an admin reload) the service
+reads every model's aliases in one registry call and, for each model whose champion is
+not the version it serves, takes that version's entry from the local BentoML store
+(`registry.model_store`), downloading and checking it first when the store has none,
+loads it and swaps it in. Every worker of every replica polls for itself, so an alias
+moved by a promotion or a rollback anywhere reaches them all within one poll, and a
+request in flight keeps the model it started with.
+
+What a model serves when its champion cannot be had:
+- at start, the newest intact store entry of the champion's version, else the `previous`
+  champion (logged); a model with neither, or with no champion at all, is not served:
+  its routes answer 503 naming it, and the other models serve;
+- later, the version it serves now (the failure is logged, reported by a reload and on
+  `/readyz`, and tried again at the next poll);
+- with the registry unreachable, the champions last read on this host
+  (`registry.model_store.remembered_aliases`), else the newest intact entry: serving
+  never needs MLflow to start once a host has served."""
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pandas as pd
 import torch
 
+from core.exceptions import ConfigError
 from core.logging import get_logger
+from registry import model_store
+from registry.aliases import CHAMPION, PREVIOUS, all_aliases
 from serving.batching import BusyBatcher
 from training.model_spec import ModelSpec
 from training.models import MODELS
@@ -30,19 +42,21 @@ log = get_logger("prepiq.serving.models")
 
 # Models in the order the service reports them; the keys are the store names' suffixes.
 SPECS: dict[str, ModelSpec] = MODELS
-CHAMPION = "champion"
-Chosen = Literal["champion", "newest"]
-# Model name -> alias -> version, as the registry holds them (None: registry unreachable).
-RegistryAliases = dict[str, dict[str, str]]
+Chosen = Literal["champion", "previous", "newest"]
+State = Literal["loading", "serving", "no_champion", "failed"]
+Aliases = model_store.Aliases
 # Each request's model work is small; torch's default of one thread per core would make
 # the forecaster's threads fight the other requests' threads on a 2-core machine.
 TORCH_THREADS = 1
 REGISTRY_PROBE_SECONDS = 3.0
+# MLflow's client retries a failing server with backoff for minutes; a poll is retried at
+# the next interval anyway.
+MLFLOW_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One loaded champion: the model itself (its pyfunc's Python model, called directly:
+    """One loaded version: the model itself (its pyfunc's Python model, called directly:
     its input comes from the same builders it was trained on, so MLflow's per-call schema
     check would only cost time) and where it came from."""
 
@@ -58,6 +72,8 @@ class ServedModel:
     main_metric_value: float | None
     data_version: str | None
     aliases: tuple[str, ...]
+    chosen_as: Chosen = "champion"
+    batcher: BusyBatcher = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "batcher", BusyBatcher(self.predict))
@@ -70,42 +86,35 @@ class ServedModel:
     def predict_shared(self, frame: pd.DataFrame) -> pd.DataFrame:
         """`predict` of one student's rows, in one call with the requests that queue
         while the model is busy (`serving.batching`)."""
-        batcher: BusyBatcher = self.batcher  # type: ignore[attr-defined]
-        return batcher(frame)
+        return self.batcher(frame)
 
 
-def store_name(key: str) -> str:
-    """The BentoML store name of a model key (`prepiq-focus-area`)."""
-    return f"prepiq-{key}"
+@dataclass(frozen=True)
+class Availability:
+    """Whether a model is served, which version, and why not or why this one."""
+
+    key: str
+    state: State
+    version: str | None = None  # served
+    champion: str | None = None  # the registry's, when known
+    reason: str | None = None
+    since: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-def registry_aliases(tracking_uri: str | None) -> RegistryAliases | None:
-    """Every PrepIQ registered model's aliases, in one registry call; None when the
-    registry cannot be reached (the service then serves the newest store entries)."""
-    if tracking_uri is not None and not tracking_server_up(tracking_uri):
-        log.warning(
-            "model registry unreachable: serving the newest store entries", uri=tracking_uri
-        )
-        return None
-    try:
-        from mlflow import MlflowClient
+@dataclass
+class Refresh:
+    """What one look at the registry changed: model key -> the store entry now served,
+    and model key -> why its champion could not be served (the old model stays)."""
 
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        names = {spec.name for spec in SPECS.values()}
-        found = client.search_registered_models(max_results=1000)
-    except Exception as exc:  # any failure: serve the newest entries, say so
-        log.warning("model registry unreachable: serving the newest store entries", error=str(exc))
-        return None
-    return {
-        m.name: {a: str(v) for a, v in (m.aliases or {}).items()} for m in found if m.name in names
-    }
+    registry: Literal["registry", "remembered", "unreachable"]
+    served: dict[str, str] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def tracking_server_up(tracking_uri: str, timeout: float = REGISTRY_PROBE_SECONDS) -> bool:
     """False when `tracking_uri` is an MLflow server that does not answer its `/health`
-    within `timeout`. MLflow's own client retries a dead server with backoff for minutes
-    (MLFLOW_HTTP_REQUEST_MAX_RETRIES), which would hold the service's start that long.
-    A database or file store is not probed (True)."""
+    within `timeout` (a database or file store is not probed: True). MLflow's own client
+    would retry a dead server for minutes."""
     if not tracking_uri.startswith(("http://", "https://")):
         return True
     import httpx
@@ -116,61 +125,22 @@ def tracking_server_up(tracking_uri: str, timeout: float = REGISTRY_PROBE_SECOND
         return False
 
 
-def choose_entry(key: str, aliases: RegistryAliases | None) -> tuple[Any, Chosen]:
-    """The store entry to serve for `key` and the rule that chose it: the newest entry
-    labelled with the registry's champion version, else the newest entry."""
-    import bentoml
-
-    name = store_name(key)
-    entries = sorted(bentoml.models.list(name), key=lambda e: e.creation_time, reverse=True)
-    if not entries:
-        raise LookupError(f"no entry {name} in the BentoML model store")
-    spec_name = SPECS[key].name
-    champion = (aliases or {}).get(spec_name, {}).get(CHAMPION)
-    if champion is not None:
-        for entry in entries:
-            if entry.info.labels.get("mlflow_version") == champion:
-                if entry is not entries[0]:
-                    log.warning(
-                        "newest store entry is not the champion: serving the champion's",
-                        model=name,
-                        champion=champion,
-                        newest=str(entries[0].tag),
-                        served=str(entry.tag),
-                    )
-                return entry, "champion"
-        log.warning(
-            "champion has no store entry: serving the newest",
-            model=name,
-            champion=champion,
-            served=str(entries[0].tag),
-        )
-    elif aliases is not None:
-        log.info("no champion in the registry: serving the newest store entry", model=name)
-    return entries[0], "newest"
-
-
 def load_model(
     key: str,
-    tracking_uri: str | None = None,
-    aliases: RegistryAliases | None = None,
-    chosen: tuple[Any, Chosen] | None = None,
+    entry: Any,
+    chosen: Chosen,
+    aliases: Aliases | None,
+    client: Any | None = None,
 ) -> ServedModel:
-    """The store entry `chosen` (by default the one `choose_entry` picks for `key` given
-    the registry's aliases), loaded."""
+    """A store entry, loaded, with its lineage from the registry when `client` is given."""
     import bentoml
 
     torch.set_num_threads(TORCH_THREADS)
-    entry, rule = chosen or choose_entry(key, aliases)
     pyfunc = bentoml.mlflow.load_model(entry)
     labels = entry.info.labels
     spec = SPECS[key]
     name = labels.get("mlflow_name", spec.name)
     version = labels.get("mlflow_version", "unknown")
-    version_aliases = tuple(
-        sorted(a for a, v in (aliases or {}).get(name, {}).items() if v == version)
-    )
-    lineage = _lineage(name, labels, spec, tracking_uri if aliases is not None else None)
     served = ServedModel(
         key=key,
         name=name,
@@ -181,18 +151,23 @@ def load_model(
         loaded_at=datetime.now(UTC),
         trained_at=_trained_at(pyfunc),
         main_metric=spec.main_metric,
-        aliases=version_aliases,
-        **lineage,
+        aliases=_aliases_of(aliases, name, version),
+        chosen_as=chosen,
+        **_lineage(name, labels, spec, client),
     )
     log.info(
         "model loaded",
         model=served.name,
         version=served.version,
         tag=served.bento_tag,
-        chosen_as=rule,
-        aliases=list(version_aliases),
+        chosen_as=chosen,
+        aliases=list(served.aliases),
     )
     return served
+
+
+def _aliases_of(aliases: Aliases | None, name: str, version: str) -> tuple[str, ...]:
+    return tuple(sorted(a for a, v in (aliases or {}).get(name, {}).items() if v == version))
 
 
 def _trained_at(pyfunc: Any) -> datetime | None:
@@ -203,18 +178,16 @@ def _trained_at(pyfunc: Any) -> datetime | None:
 
 
 def _lineage(
-    name: str, labels: dict[str, str], spec: ModelSpec, tracking_uri: str | None
+    name: str, labels: dict[str, str], spec: ModelSpec, client: Any | None
 ) -> dict[str, Any]:
-    """Data version and hold-out main metric from the MLflow run (None when the registry
-    was unreachable for the aliases, or the run cannot be read: the service serves anyway)."""
+    """Data version and hold-out main metric from the MLflow run (None without a
+    registry, or when the run cannot be read: the model serves anyway)."""
     empty: dict[str, Any] = {"main_metric_value": None, "data_version": None}
     run_id = labels.get("run_id")
-    if not run_id or tracking_uri is None:
+    if not run_id or client is None:
         return empty
     try:
-        from mlflow import MlflowClient
-
-        run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
+        run = client.get_run(run_id)
     except Exception as exc:  # any failure of an optional lookup: report it, serve anyway
         log.warning("model lineage unavailable", model=name, error=str(exc))
         return empty
@@ -224,57 +197,201 @@ def _lineage(
     }
 
 
+def required_models(keys: Iterable[str]) -> tuple[str, ...]:
+    """The models `/readyz` waits for: every one for an empty list or `all`; an unknown
+    key is an error naming it."""
+    wanted = [k for k in keys if k]
+    if not wanted or wanted == ["all"]:
+        return tuple(SPECS)
+    unknown = sorted(set(wanted) - set(SPECS))
+    if unknown:
+        raise ConfigError(
+            f"PREPIQ_SERVING_REQUIRED_MODELS: unknown model(s) {unknown}; "
+            f"choose from {sorted(SPECS)} or 'all'"
+        )
+    return tuple(k for k in SPECS if k in wanted)
+
+
 class ModelSet:
-    """The served models by key. A reload swaps in a model only once it is loaded, so a
-    request in flight keeps the model it started with and none waits."""
+    """The served models by key, following the registry (see the module docstring). A
+    model is swapped in only once loaded; refreshes never overlap."""
 
-    def __init__(self, tracking_uri: str | None = None) -> None:
-        self._models: dict[str, ServedModel] = {}
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        required: Iterable[str] = (),
+        on_swap: Callable[[ServedModel, ServedModel | None], None] | None = None,
+    ) -> None:
+        for variable, value in MLFLOW_HTTP_ENV.items():
+            os.environ.setdefault(variable, value)
         self._tracking_uri = tracking_uri
-        self._reload_lock = threading.Lock()
+        self.required = required_models(required)
+        self._on_swap = on_swap
+        self._models: dict[str, ServedModel] = {}
+        self._availability = {key: Availability(key, "loading") for key in SPECS}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller: threading.Thread | None = None
 
-    def load_all(self) -> None:
-        """Load every model's champion (one registry call for all); one that cannot be
-        loaded leaves the service not ready."""
-        aliases = registry_aliases(self._tracking_uri)
-        for key in SPECS:
-            try:
-                self._models[key] = load_model(key, self._tracking_uri, aliases)
-            except Exception as exc:  # a missing store entry must not stop the others
-                log.error("model not loaded", model=store_name(key), error=str(exc))
+    # -- following the registry ------------------------------------------------------
 
-    def reload(self) -> dict[str, str]:
-        """Serve the entry `choose_entry` now picks (one registry call for all models) for
-        every model whose entry changed; returns key -> tag now served for those."""
-        changed: dict[str, str] = {}
-        with self._reload_lock:
-            aliases = registry_aliases(self._tracking_uri)
+    def refresh(self) -> Refresh:
+        """Read the registry's aliases once and serve each model's champion (or what the
+        module docstring says when it cannot be had)."""
+        with self._refresh_lock:
+            client, aliases, source = self._read_aliases()
+            result = Refresh(registry=source)
             for key in SPECS:
                 try:
-                    chosen = choose_entry(key, aliases)
-                except Exception as exc:
-                    log.error("model store entry missing", model=store_name(key), error=str(exc))
-                    continue
-                tag = str(chosen[0].tag)
-                current = self._models.get(key)
-                if current is not None and current.bento_tag == tag:
-                    continue
+                    self._follow(key, aliases, client, result)
+                except Exception as exc:  # one model's surprise must not stop the others
+                    log.error("model not followed", model=key, error=str(exc), exc_info=True)
+                    result.failed[key] = f"{type(exc).__name__}: {exc}"
+            return result
+
+    def follow(self, seconds: float) -> None:
+        """Refresh every `seconds` in a background thread, until `close`."""
+
+        def poll() -> None:
+            while not self._stop.wait(seconds):
                 try:
-                    self._models[key] = load_model(key, self._tracking_uri, aliases, chosen)
-                except Exception as exc:  # keep serving the loaded one; reload the others
-                    log.error("model not reloaded", model=store_name(key), error=str(exc))
-                    continue
-                changed[key] = tag
-        return changed
+                    self.refresh()
+                except Exception as exc:  # the next poll tries again
+                    log.error("champion poll failed", error=str(exc))
+
+        self._poller = threading.Thread(target=poll, name="champion-poll", daemon=True)
+        self._poller.start()
+
+    def close(self) -> None:
+        """Stop following the registry."""
+        self._stop.set()
+        if self._poller is not None:
+            self._poller.join(timeout=5)
+
+    def _read_aliases(self) -> tuple[Any | None, Aliases | None, Any]:
+        """(a registry client, the aliases, where they came from)."""
+        names = {spec.name for spec in SPECS.values()}
+        uri = self._tracking_uri
+        error = "no answer to /health"
+        if uri is None or tracking_server_up(uri):
+            try:
+                from mlflow import MlflowClient
+
+                client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+                aliases = all_aliases(client, names)
+            except Exception as exc:  # any failure: the remembered aliases, said so
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                model_store.remember_aliases(aliases)
+                return client, aliases, "registry"
+        remembered = model_store.remembered_aliases()
+        if remembered is not None:
+            log.warning(
+                "model registry unreachable: following the champions last read",
+                uri=uri,
+                error=error,
+                read_at=remembered[1],
+            )
+            return None, remembered[0], "remembered"
+        log.warning(
+            "model registry unreachable and never read here: serving the newest store entries",
+            uri=uri,
+            error=error,
+        )
+        return None, None, "unreachable"
+
+    def _follow(self, key: str, aliases: Aliases | None, client: Any, result: Refresh) -> None:
+        """Serve model `key`'s champion per the module docstring; records the outcome in
+        `result` and in the model's availability."""
+        current = self._models.get(key)
+        name = SPECS[key].name
+        held = (aliases or {}).get(name, {})
+        champion = held.get(CHAMPION)
+        if current is not None and (aliases is None or current.version == champion):
+            fresh = _aliases_of(aliases, name, current.version) if aliases else current.aliases
+            if fresh != current.aliases:  # e.g. `previous` moved: report it
+                self._models[key] = replace(current, aliases=fresh)
+            self._availability[key] = replace(self._availability[key], champion=champion)
+            return
+        if aliases is not None and champion is None:
+            why = "no champion in the registry"
+            if current is None:
+                self._set(key, "no_champion", None, None, why)
+            else:  # never take a served model away for a missing alias
+                self._set(key, "serving", current.version, None, f"{why}; still serving")
+            return
+        candidates: list[tuple[Chosen, str | None]]
+        if aliases is None:
+            candidates = [("newest", None)]
+        else:
+            candidates = [("champion", champion)]
+            if current is None and held.get(PREVIOUS) not in (None, champion):
+                candidates.append(("previous", held[PREVIOUS]))
+        failures = []
+        for chosen, version in candidates:
+            try:
+                served = self._load(key, chosen, version, aliases, client)
+            except Exception as exc:  # this candidate failed: say why, try the next
+                failures.append(f"{chosen} v{version}: {type(exc).__name__}: {exc}")
+                continue
+            if failures:
+                log.warning("serving a fallback", model=name, version=version, failed=failures)
+            self._swap(served, current)
+            result.served[key] = served.bento_tag
+            reason = "; ".join(failures) or None
+            self._set(key, "serving", served.version, champion, reason)
+            return
+        reason = "; ".join(failures) or "no intact store entry"
+        log.error("champion not served", model=name, champion=champion, reason=reason)
+        result.failed[key] = reason
+        if current is None:
+            self._set(key, "failed", None, champion, reason)
+        else:
+            self._set(key, "serving", current.version, champion, f"{reason}; still serving")
+
+    def _load(
+        self,
+        key: str,
+        chosen: Chosen,
+        version: str | None,
+        aliases: Aliases | None,
+        client: Any,
+    ) -> ServedModel:
+        """The intact store entry of `version` (the newest of any version for None),
+        fetched from the registry first when the store has none, loaded."""
+        entry = model_store.newest_intact(key, version)
+        if entry is None and client is not None and version is not None:
+            entry = model_store.fetch(client, SPECS[key].name, key, version)
+        if entry is None:
+            raise LookupError(f"no intact {model_store.store_name(key)} entry in the store")
+        return load_model(key, entry, chosen, aliases, client)
+
+    def _swap(self, served: ServedModel, before: ServedModel | None) -> None:
+        self._models[served.key] = served
+        if self._on_swap is not None:
+            self._on_swap(served, before)
+
+    def _set(
+        self, key: str, state: State, version: str | None, champion: str | None, why: str | None
+    ) -> None:
+        now = self._availability[key]
+        since = now.since if (now.state, now.version) == (state, version) else datetime.now(UTC)
+        self._availability[key] = Availability(key, state, version, champion, why, since)
+
+    # -- what the routes read --------------------------------------------------------
 
     def get(self, key: str) -> ServedModel | None:
-        """The model served for `key` (None when not loaded)."""
+        """The model served for `key` (None when not served)."""
         return self._models.get(key)
+
+    def availability(self, key: str) -> Availability:
+        """Whether `key` is served, and why (not)."""
+        return self._availability[key]
 
     @property
     def ready(self) -> bool:
-        """Every model loaded."""
-        return all(key in self._models for key in SPECS)
+        """Every required model served."""
+        return all(key in self._models for key in self.required)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[ServedModel]:
         return iter(list(self._models.values()))

@@ -379,12 +379,40 @@ class MaterialisedInputsStatus(BaseModel):
     )
 
 
+class ModelAvailability(BaseModel):
+    """Whether a model is served, which version, and why (not)."""
+
+    key: str = Field(examples=["focus-area"])
+    state: Literal["loading", "serving", "no_champion", "failed"] = Field(
+        description="serving: a version answers; no_champion: the registry names none; "
+        "failed: its champion (and the fallbacks) did not load; loading: at start."
+    )
+    version: str | None = Field(description="Registered version served, if any.")
+    champion: str | None = Field(description="The registry's champion version, when known.")
+    reason: str | None = Field(
+        description="Why the champion is not what is served, or why nothing is."
+    )
+    since: datetime = Field(description="When the model entered this state.")
+
+
+class Readiness(BaseModel):
+    """`/readyz`: 200 when every required model is served, else 503; each model's state."""
+
+    ready: bool
+    required: list[str] = Field(description="Model keys that must be served for ready.")
+    models: list[ModelAvailability]
+
+
 class ModelsStatusResponse(BaseModel):
     """Every served model."""
 
-    ready: bool = Field(description="All four models loaded.")
+    ready: bool = Field(description="Every required model served (see /readyz).")
     started_at: datetime
+    process_id: int = Field(description="The worker process that answered.")
     models: list[ModelStatus]
+    availability: list[ModelAvailability] = Field(
+        description="Every model, served or not, and why."
+    )
     materialised_inputs: MaterialisedInputsStatus | None = Field(
         default=None, description="Null when the store is off."
     )
@@ -438,7 +466,8 @@ class UserPredictionsView(BaseModel):
 
 
 class ReloadResponse(BaseModel):
-    """Which models changed version on reload."""
+    """Which models changed version on reload (this worker; the others follow the
+    registry within their poll interval)."""
 
     reloaded: dict[str, str] = Field(description="Model key -> bento tag now served.")
 
@@ -458,6 +487,7 @@ class ErrorBody(BaseModel):
         "overloaded",
         "timeout",
         "not_ready",
+        "reload_failed",
         "internal",
     ]
     field: str | None = Field(default=None, description="The offending field, if any.")
@@ -477,10 +507,11 @@ ERROR_RESPONSES: dict[int, str] = {
     422: "Invalid input (FastAPI's validation, in the same shape).",
     429: "Over the caller's rate limit, or too many requests in flight (see Retry-After).",
     500: "Internal error (no details are given).",
-    503: "A model is not loaded yet.",
+    503: "The model is not served (no champion, or it failed to load), or a reload failed.",
     504: "No answer within the per-request timeout.",
 }
 ERROR_REF = "#/components/schemas/ErrorBody"
+READINESS_REF = "#/components/schemas/Readiness"
 PROTECTED_PATHS = "/api/"
 METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -490,7 +521,10 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
     the error responses above in the one error shape, and readiness its 503."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     _restore_nullable(spec, schemas)
-    schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for model in (ErrorBody, Readiness):
+        document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(document.pop("$defs", {}))
+        schemas[model.__name__] = document
     error_content = {"application/json": {"schema": {"$ref": ERROR_REF}}}
     for path, item in spec.get("paths", {}).items():
         for method in METHODS:
@@ -501,7 +535,15 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
             responses = {str(k): v for k, v in operation.get("responses", {}).items()}
             operation["responses"] = responses
             if path == "/readyz":
-                responses["503"] = {"description": "Not every model is loaded yet."}
+                readiness = {"application/json": {"schema": {"$ref": READINESS_REF}}}
+                responses["200"] = {
+                    "description": "Every required model is served.",
+                    "content": readiness,
+                }
+                responses["503"] = {
+                    "description": "A required model is not served.",
+                    "content": readiness,
+                }
             if not path.startswith(PROTECTED_PATHS):
                 continue
             for status, description in ERROR_RESPONSES.items():

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -37,7 +39,13 @@ from core.logging import configure_logging, get_logger  # noqa: E402
 from core.metrics import set_component  # noqa: E402
 from features.schema import ModelPrediction  # noqa: E402
 from serving import metrics, predictors, schemas  # noqa: E402
-from serving.errors import NotFoundError, NotReadyError, ServingError, from_serving_error  # noqa: E402
+from serving.errors import (  # noqa: E402
+    NotFoundError,
+    NotReadyError,
+    ReloadFailedError,
+    ServingError,
+    from_serving_error,
+)
 from serving.feature_store import MaterialisedInputs  # noqa: E402
 from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
 from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
@@ -97,9 +105,10 @@ class PrepIQService:
         set_component("service")  # label this process's database metrics
         engine = get_engine(pooled=True)
         self.started_at = datetime.now(UTC)
-        self.models = ModelSet(settings.resolved_tracking_uri)
-        self.models.load_all()
-        self._report_served({})
+        self.models = ModelSet(
+            settings.resolved_tracking_uri, settings.serving_required_models, _report_served
+        )
+        self.models.refresh()
         self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
         self.store = self._materialise(settings)
         self.predictions = PredictionLog(
@@ -111,7 +120,11 @@ class PrepIQService:
         # collector, each full collection walks them all (a pause of every request).
         gc.collect()
         gc.freeze()
-        log.info("service ready" if self.models.ready else "service NOT ready: models missing")
+        self.models.follow(settings.serving_champion_poll_seconds)
+        log.info(
+            "service ready" if self.models.ready else "service NOT ready: models missing",
+            models={key: self.models.availability(key).state for key in SPECS},
+        )
 
     def _materialise(self, settings: Any) -> MaterialisedInputs | None:
         """Start the materialised store (`serving.feature_store`) with the inputs the
@@ -139,6 +152,7 @@ class PrepIQService:
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
         """Write every buffered prediction before the process ends."""
+        self.models.close()
         if self.store is not None:
             self.store.close()
         self.predictions.close()
@@ -175,22 +189,25 @@ class PrepIQService:
 
     @bentoml.api(route="/api/v1/ml/models/reload")
     async def reload_models(self, ctx: bentoml.Context) -> schemas.ReloadResponse:
-        """Admin: serve the newest store entry of every model (what promotion imported).
-        Each model is swapped in only once loaded, so no request is dropped."""
+        """Admin: read the registry now and serve every model's champion in this worker
+        (the others follow within their poll interval). Each model is swapped in only
+        once loaded, so no request is dropped; a champion that cannot be served is a
+        503 naming it, and its model keeps the version it served."""
         try:
             _principal(ctx.request.scope).require_admin()
-            before = {m.key: m.version for m in self.models}
-            changed = await anyio.to_thread.run_sync(self.models.reload)
+            refreshed = await anyio.to_thread.run_sync(self.models.refresh)
+            if refreshed.registry != "registry":
+                raise ReloadFailedError("model registry unreachable: nothing reloaded")
+            if refreshed.failed:
+                raise ReloadFailedError(
+                    "not reloaded: "
+                    + "; ".join(f"{key}: {why}" for key, why in refreshed.failed.items())
+                    + (f" (reloaded: {refreshed.served})" if refreshed.served else "")
+                )
         except ServingError as exc:
             ctx.request.scope["state"][ERROR_KEY] = exc
             raise
-        self._report_served(before)
-        return schemas.ReloadResponse(reloaded=changed)
-
-    def _report_served(self, before: dict[str, str]) -> None:
-        """The served-version gauge of every model (`before`: versions served until now)."""
-        for model in self.models:
-            metrics.record_served(model.key, model.name, model.version, before.get(model.key))
+        return schemas.ReloadResponse(reloaded=refreshed.served)
 
     async def _api(self, ctx: bentoml.Context, key: str, body: Req, predict: Predictor) -> Any:
         """Run one prediction route: authorise, predict in a worker thread, record stats
@@ -213,7 +230,11 @@ class PrepIQService:
         """A model's prediction for `body`, timed, counted and logged."""
         model = self.models.get(key)
         if model is None:
-            raise NotReadyError(f"model {key} is not loaded")
+            state = self.models.availability(key)
+            raise NotReadyError(
+                f"model {key} is not served ({state.state}: {state.reason or 'starting'})",
+                headers={"Retry-After": "30"},
+            )
         started = time.perf_counter()
         try:
             prediction = await anyio.to_thread.run_sync(
@@ -284,8 +305,25 @@ class PrepIQService:
         return schemas.ModelsStatusResponse(
             ready=self.models.ready,
             started_at=self.started_at,
+            process_id=os.getpid(),
             models=models,
+            availability=self.availability(),
             materialised_inputs=store,
+        )
+
+    def availability(self) -> list[schemas.ModelAvailability]:
+        """Every model's state (`/readyz`, `/models/status`)."""
+        return [
+            schemas.ModelAvailability.model_validate(asdict(self.models.availability(key)))
+            for key in SPECS
+        ]
+
+    def readiness(self) -> schemas.Readiness:
+        """The `/readyz` document."""
+        return schemas.Readiness(
+            ready=self.models.ready,
+            required=list(self.models.required),
+            models=self.availability(),
         )
 
     @views.get("/users/{user_id}/progress", response_model=schemas.UserProgressView)
@@ -387,6 +425,12 @@ class PrepIQService:
         return prediction.response
 
 
+def _report_served(served: ServedModel, before: ServedModel | None) -> None:
+    """The served-version gauge when a model is swapped in."""
+    replaced = before.version if before is not None else None
+    metrics.record_served(served.key, served.name, served.version, replaced)
+
+
 def _principal(scope: Any) -> Principal:
     principal = scope.get("state", {}).get("principal")
     if not isinstance(principal, Principal):  # the gateway authenticates every /api route
@@ -438,6 +482,26 @@ class StatusFastPath:
         await self.app(scope, receive, send)
 
 
+class Readiness:
+    """Answers `GET /readyz` with each model's state (`schemas.Readiness`): 200 when every
+    required model is served, 503 otherwise. BentoML's own `/readyz` says only yes or no
+    (from `__is_ready__`, which gives the same verdict)."""
+
+    PATH = "/readyz"
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.PATH and scope["method"] == "GET":
+            document = bentoml.get_current_service().readiness()
+            status = 200 if document.ready else 503
+            response = Response(document.model_dump_json(), status, media_type="application/json")
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class DocsWithErrors:
     """Answers `/docs.json` with BentoML's OpenAPI document plus the error responses every
     protected route can give, in the one error shape (`schemas.with_error_responses`), so
@@ -462,3 +526,4 @@ class DocsWithErrors:
 PrepIQService.add_asgi_middleware(Gateway, settings=SETTINGS)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(DocsWithErrors)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(StatusFastPath)  # type: ignore[attr-defined]
+PrepIQService.add_asgi_middleware(Readiness)  # type: ignore[attr-defined]

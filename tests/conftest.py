@@ -60,9 +60,8 @@ def private_tracking_store(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def model_store_as_found() -> Iterator[None]:
-    """Deletes the BentoML store entries a test adds. Promotion imports a champion into
-    the session's store (BENTOML_HOME is fixed once bentoml is imported), and the serving
-    tests serve that store's newest entries, so a promotion test must leave none behind."""
+    """Deletes the BentoML store entries a test adds (BENTOML_HOME is fixed once bentoml
+    is imported, so every test shares the session's store)."""
     import bentoml
 
     before = {str(entry.tag) for entry in bentoml.models.list()}
@@ -232,12 +231,13 @@ def serving_run(
     prefect_harness: None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> ServingRun:
-    """Train all four models once (one trial each) on the small seeded source and import
-    each into the BentoML store as `prepiq-<key>`, labelled as promotion labels them
-    (from the `challenger` alias: no champion is set). Returns a `ServingRun`."""
+    """Train all four models once (one trial each) on the small seeded source and make
+    each new version `champion` (as a promotion would, without the gate). The BentoML
+    store stays empty: the service fetches the champions from the registry at start.
+    Returns a `ServingRun`."""
     from mlflow import MlflowClient
 
-    from tests.serving_support import ServingRun, import_to_store, train, write_small_params
+    from tests.serving_support import ServingRun, make_champion, train, write_small_params
     from training.models import MODELS
 
     engine, _ = seeded_sqlite
@@ -248,7 +248,7 @@ def serving_run(
     client = MlflowClient()
     for spec in MODELS.values():
         version = client.get_model_version_by_alias(spec.name, "challenger")
-        import_to_store(spec.key, str(version.version))
+        make_champion(spec.key, str(version.version))
     return run
 
 

@@ -5,11 +5,18 @@ are in tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 
 from core.config import get_settings
@@ -83,15 +90,23 @@ def train(run: ServingRun, models: list[str] | None = None, *, ingest: bool = Tr
             get_settings.cache_clear()
 
 
-def import_to_store(key: str, version: str) -> str:
-    """Import a registered version into the BentoML store with promotion's own code;
-    returns the tag."""
+def fetch_to_store(key: str, version: str) -> str:
+    """Fetch a registered version into the BentoML store as serving does; returns the tag."""
     from mlflow import MlflowClient
 
-    from registry.promotion import import_to_serving
+    from registry.model_store import fetch
     from training.models import MODELS
 
-    return import_to_serving(MODELS[key], MlflowClient(), version)
+    return str(fetch(MlflowClient(), MODELS[key].name, key, version).tag)
+
+
+def make_champion(key: str, version: str) -> None:
+    """Point the model's `champion` alias at `version` (what a promotion ends with)."""
+    from mlflow import MlflowClient
+
+    from training.models import MODELS
+
+    MlflowClient().set_registered_model_alias(MODELS[key].name, "champion", version)
 
 
 def token(user_id: str, *, expires_in: float = 3600, secret: str = SECRET, **claims: Any) -> str:
@@ -128,3 +143,50 @@ def assert_error(response: Any, status: int, field: str | None = None) -> dict[s
         assert body["field"] == field, body
         assert field in body["error"], body
     return dict(body)
+
+
+Command = Sequence[str | Path]
+READY_TIMEOUT_S = 300.0
+
+
+@contextmanager
+def started(
+    command: Command,
+    env: dict[str, str],
+    log: Path,
+    ready_url: str,
+    timeout: float = READY_TIMEOUT_S,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process, once `ready_url` answers 200; stopped (its whole group: SIGTERM,
+    then SIGKILL) at the end."""
+    import pytest
+
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not answers(ready_url):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"{command[:3]} not ready: {log.read_text(errors='replace')[-3000:]}"
+                    )
+                time.sleep(0.5)
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)  # the group this test started
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=30)
+
+
+def answers(url: str) -> bool:
+    """`url` answers 200."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

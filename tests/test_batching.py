@@ -88,11 +88,14 @@ def test_the_served_recommender_gives_each_request_what_a_call_of_its_own_gives(
 ) -> None:
     from core.config import get_settings
     from core.database import get_engine
-    from serving.models import load_model, registry_aliases
+    from serving.models import ModelSet
     from serving.online_features import OnlineFeatures
 
     tracking_uri = get_settings().resolved_tracking_uri
-    model = load_model("topic-recommender", tracking_uri, registry_aliases(tracking_uri))
+    models = ModelSet(tracking_uri)
+    models.refresh()
+    model = models.get("topic-recommender")
+    assert model is not None
     now = datetime.now(UTC)
     engine = get_engine(served_models)
     online = OnlineFeatures(engine, 300, cache_seconds=0, clock=lambda: now)
@@ -103,5 +106,5 @@ def test_the_served_recommender_gives_each_request_what_a_call_of_its_own_gives(
         shared = list(pool.map(model.predict_shared, [*inputs, *inputs[:6]]))
     for frame, out in zip([*alone, *alone[:6]], shared, strict=True):
         pd.testing.assert_frame_equal(out, frame, check_exact=True)
-    batcher = model.batcher  # type: ignore[attr-defined]
+    batcher = model.batcher
     assert batcher.requests == 54 and batcher.calls < 54  # 12 threads: some calls shared

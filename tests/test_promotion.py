@@ -16,7 +16,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import bentoml
 import mlflow
 import numpy as np
 import pandas as pd
@@ -43,7 +42,7 @@ from training.runs import load_frames, register_model
 from training.slices import SLICE_COLUMNS
 
 # Promotion imports champions into the session's BentoML store: leave it as found.
-pytestmark = pytest.mark.usefixtures("small_data_params", "model_store_as_found")
+pytestmark = pytest.mark.usefixtures("small_data_params")
 SPEC = fa.SPEC
 NAME = fa.NAME
 
@@ -182,15 +181,6 @@ def audit_runs(client: MlflowClient) -> list[Any]:
     )
 
 
-def served_versions(run_id: str) -> list[dict[str, str]]:
-    """Labels of the BentoML store entries imported from this run's model."""
-    return [
-        dict(m.info.labels)
-        for m in bentoml.models.list(f"prepiq-{SPEC.key}")
-        if m.info.labels.get("run_id") == run_id
-    ]
-
-
 def test_the_first_passing_challenger_becomes_champion_and_a_worse_one_is_kept(
     store: MlflowClient,
     outcome: Outcome,
@@ -202,10 +192,6 @@ def test_the_first_passing_challenger_becomes_champion_and_a_worse_one_is_kept(
     assert main(["promote", "--model", "focus-area"]) == 0
     assert alias_version(store, NAME, CHAMPION) == first
     assert alias_version(store, NAME, CHALLENGER) is None  # consumed
-    run_id = store.get_model_version(NAME, first).run_id
-    assert served_versions(str(run_id)) == [
-        {"mlflow_name": NAME, "mlflow_version": first, "run_id": run_id}
-    ]
 
     worse = register(outcome, variants["never_weak"])
     capsys.readouterr()
@@ -268,8 +254,6 @@ def test_a_better_challenger_is_promoted_and_rollback_restores_the_champion(
     assert {"champion.model.f1", "challenger.model.f1"} <= set(record.data.metrics)
     artifacts = {a.path for a in store.list_artifacts(record.info.run_id, "promotion")}
     assert artifacts == {"promotion/report.json", "promotion/report.md"}
-    run_id = str(store.get_model_version(NAME, new).run_id)
-    assert served_versions(run_id)[0]["mlflow_version"] == new
 
     assert main(["rollback", "--model", "focus-area"]) == 0
     assert alias_version(store, NAME, CHAMPION) == old
@@ -327,7 +311,6 @@ def test_a_failure_mid_promotion_leaves_the_old_champion_in_place(
     mlflow.pyfunc.load_model(f"models:/{NAME}@{CHAMPION}").predict(
         outcome.input_example
     )  # still serves
-    assert served_versions(str(store.get_model_version(NAME, new).run_id)) == []
     (record,) = audit_runs(store)
     assert record.data.tags["decision"] == "failed"
     assert record.info.status == "FAILED"
@@ -397,6 +380,41 @@ def test_the_frozen_holdout_refuses_a_changed_file(
     path.unlink()
     with pytest.raises(HoldoutError, match="no frozen hold-out"):
         holdout.load(SPEC.key, copy)
+
+
+def test_every_host_judges_on_the_hold_out_stored_in_mlflow(
+    store: MlflowClient, outcome: Outcome, context: TrainingContext, tmp_path: Path
+) -> None:
+    """The first host to judge stores its hold-out in MLflow; a host with none (a fresh CI
+    runner) or with another downloads that one instead of freezing its own, until a
+    refresh is asked for."""
+    first = holdout.ensure(SPEC, context, client=store)
+    found = holdout.stored(SPEC, store)
+    assert found is not None and found[1] == first.sha256
+    experiment = store.get_experiment_by_name(holdout.EXPERIMENT)
+    assert experiment is not None
+    runs = store.search_runs([experiment.experiment_id])
+    assert [r.info.run_id for r in runs] == [found[0]]
+
+    fresh = replace(context, data_dir=tmp_path / "runner" / "data")  # an empty data folder
+    pulled = holdout.ensure(SPEC, fresh, client=store)
+    assert pulled.sha256 == first.sha256 and pulled.path.parent.parent == fresh.data_dir
+    assert pulled.path.read_bytes() == first.path.read_bytes()
+
+    other = tmp_path / "other" / "data"  # a host holding a different, intact hold-out
+    shutil.copytree(context.data_dir / holdout.HOLDOUT_DIR, other / holdout.HOLDOUT_DIR)
+    sidecar = holdout.holdout_path(other, SPEC.key).with_suffix(".json")
+    meta = json.loads(sidecar.read_text())
+    path = holdout.holdout_path(other, SPEC.key)
+    path.write_bytes(path.read_bytes() + b"\0")
+    sidecar.write_text(json.dumps(meta | {"sha256": holdout.file_sha256(path)}))
+    assert holdout.ensure(SPEC, replace(context, data_dir=other), client=store).sha256 == (
+        first.sha256
+    )
+
+    refreshed = holdout.ensure(SPEC, fresh, refresh=True, client=store)
+    now = holdout.stored(SPEC, store)
+    assert now is not None and now[0] != found[0] and now[1] == refreshed.sha256
 
 
 def test_the_focus_area_slices_cover_subject_tenure_and_activity(

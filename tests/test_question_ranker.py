@@ -31,6 +31,7 @@ from features.questions import (
 from registry.gate import PromotionParams, load_version, predictor
 from tests.conftest import END_DATE
 from training import question_ranker as qr
+from training import tracking
 from training.model_spec import Outcome, TrainingContext
 from training.runs import register_model
 
@@ -356,6 +357,7 @@ def test_the_gate_runs_the_behaviour_check_through_the_logged_model(
     each frame against the logged signature. The probe's never-asked text has no
     question_id (NaN): an integer column in the signature made `promote` crash with
     "Can not safely convert float64 to int64"."""
+    mlflow.set_experiment(experiment_id=tracking.experiment(qr.SPEC.name))
     with mlflow.start_run():
         version = register_model(qr.SPEC, outcome[0])
     loaded = load_version(qr.SPEC.name, "challenger", version)

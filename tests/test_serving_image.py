@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -24,7 +21,7 @@ import pytest
 from core.config import OFFLINE_ENV, PROJECT_ROOT, get_settings
 from core.net import free_port
 from tests.conftest import POSTGRES_SERVER
-from tests.serving_support import as_service, service_env
+from tests.serving_support import as_service, service_env, started
 from training.models import MODELS
 
 SERVING_LOCK = PROJECT_ROOT / "requirements-serving.lock"
@@ -83,39 +80,6 @@ def run(command: Command, cwd: Path | None = None, env: dict[str, str] | None = 
     done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=cwd, env=env)
     assert done.returncode == 0, f"{command} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return str(done.stdout)
-
-
-@contextmanager
-def started(command: Command, env: dict[str, str], log: Path, ready_url: str) -> Iterator[None]:
-    """A server process, once `ready_url` answers 200; killed (its whole group) at the end."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while not _answers(ready_url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"{command[:3]} not ready: {log.read_text(errors='replace')[-3000:]}"
-                    )
-                time.sleep(0.5)
-            yield
-        finally:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)  # the group this test started
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_serving_lock_agrees_with_the_platform_lock() -> None:
@@ -209,7 +173,7 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
     env = {
         **clean_env(bin_dir, tmp_path),
         **service_env(served_models),
-        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "BENTOML_HOME": str(tmp_path / "bentoml"),  # empty: the champions come from MLflow
         "MLFLOW_TRACKING_URI": registry,
     }
     base = f"http://127.0.0.1:{serve_port}"
@@ -223,8 +187,8 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
     ):  # fmt: skip
         status = http.get("/api/v1/ml/models/status").json()
         assert status["ready"] is True and len(status["models"]) == len(MODELS)
-        for model in status["models"]:  # read from the registry over HTTP
-            assert model["aliases"] == ["challenger"], model
+        for model in status["models"]:  # fetched from the registry over HTTP
+            assert model["aliases"] == ["challenger", "champion"], model
             assert model["main_metric_value"] is not None, model
         for route, body in (
             ("/api/v1/ml/predict/progress", {"user_id": student}),

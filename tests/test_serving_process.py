@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,20 @@ from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
 from core.config import PROJECT_ROOT, get_settings
+from core.exceptions import ConfigError
 from core.net import free_port
 from features.schema import ModelPrediction
+from registry import model_store
+from registry.aliases import all_aliases
 from tests.serving_support import (
     SCHEMA_TEST_KEY,
     ServingRun,
     as_admin,
     as_service,
     as_user,
-    import_to_store,
+    assert_error,
+    fetch_to_store,
+    make_champion,
     service_env,
     train,
 )
@@ -367,19 +373,20 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
         worker.start()
         try:
             wait_for(5, "1")
-            # What a promotion does: import into the store, then move the alias.
-            tag = import_to_store(FOCUS, second_focus_version)
-            client.set_registered_model_alias(name, "champion", second_focus_version)
+            # What a promotion does: move the alias. The reload fetches the new champion
+            # from the registry into the store and swaps it in.
+            make_champion(FOCUS, second_focus_version)
             reload_started = time.perf_counter()
             reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
             reload_ended = time.perf_counter()
             assert reload.status_code == 200, reload.text
-            assert reload.json() == {"reloaded": {FOCUS: tag}}
+            tag = reload.json()["reloaded"][FOCUS]
+            assert list(reload.json()["reloaded"]) == [FOCUS]
             wait_for(5, second_focus_version)
         finally:
             stop.set()
             worker.join(timeout=60)
-            client.delete_registered_model_alias(name, "champion")
+            make_champion(FOCUS, "1")
 
         status = http.get("/api/v1/ml/models/status", headers=as_service()).json()
     assert [code for code, _ in answers if code != 200] == []
@@ -394,51 +401,194 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
     focus = {m["key"]: m for m in status["models"]}[FOCUS]
     assert focus["version"] == second_focus_version and focus["bento_tag"] == tag
     assert "champion" in focus["aliases"]
+    (entry,) = model_store.entries(FOCUS, second_focus_version)
+    assert str(entry.tag) == tag and entry.info.labels["mlflow_name"] == name
+    assert model_store.intact(entry)
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
 
 
-# -- which store entry is the champion -----------------------------------------------------
+# -- per-model readiness, failed reloads ----------------------------------------------------
 
 
-def test_serving_loads_the_champion_entry_even_when_a_newer_one_exists(
-    second_focus_version: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Promotion imports into the store before it moves the alias: after a crash between
-    the two, the newest entry is not the champion."""
-    from serving.models import ModelSet, choose_entry, load_model, registry_aliases
-
-    name = MODELS[FOCUS].name
+@contextmanager
+def champions_restored() -> Iterator[MlflowClient]:
+    """Puts back every model's aliases as they were, whatever the test moved."""
     client = MlflowClient()
-    tracking_uri = get_settings().resolved_tracking_uri
-    newest = import_to_store(FOCUS, second_focus_version)  # imported, alias never moved
-    client.set_registered_model_alias(name, "champion", "1")
+    names = {spec.name for spec in MODELS.values()}
+    before = all_aliases(client, names)
     try:
-        aliases = registry_aliases(tracking_uri)
-        assert aliases is not None and aliases[name]["champion"] == "1"
-        entry, rule = choose_entry(FOCUS, aliases)
-        assert rule == "champion" and str(entry.tag) != newest
-        assert entry.info.labels["mlflow_version"] == "1"
-        assert "newest store entry is not the champion" in caplog.text
-        # What the service runs at start: every model, one registry call.
+        yield client
+    finally:
+        for name in names:
+            now = all_aliases(client, names).get(name, {})
+            for alias in set(now) - set(before.get(name, {})):
+                client.delete_registered_model_alias(name, alias)
+            for alias, version in before.get(name, {}).items():
+                client.set_registered_model_alias(name, alias, version)
+
+
+def unloadable_version(client: MlflowClient, key: str, tmp_path: Path) -> str:
+    """A registered version of `key` whose artifacts do not exist (a broken upload)."""
+    name = MODELS[key].name
+    run_id = client.get_model_version(name, "1").run_id
+    missing = tmp_path / "never-uploaded" / "model"
+    return str(client.create_model_version(name, str(missing), run_id=run_id).version)
+
+
+def test_each_model_is_ready_on_its_own_and_a_failed_reload_says_so(
+    serving_app: Any, student: str, tmp_path: Path
+) -> None:
+    """A model with no champion answers 503 naming it while the others serve; /readyz lists
+    each model's state; a reload whose champion cannot be fetched is a 503 naming the
+    model and why, and the model keeps the version it served."""
+    ranker = MODELS["question-ranker"].name
+    with champions_restored() as client, TestClient(serving_app) as http:
+        client.delete_registered_model_alias(ranker, "champion")
+        http.post("/api/v1/ml/models/reload", headers=as_admin())  # the ranker stays served
+        ready = http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        states = {m["key"]: m for m in ready.json()["models"]}
+        assert states["question-ranker"]["state"] == "serving"
+        assert "no champion in the registry" in states["question-ranker"]["reason"]
+
+    with champions_restored() as client:
+        client.delete_registered_model_alias(ranker, "champion")
+        with TestClient(serving_app) as http:  # a start with no ranker champion
+            ready = http.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            body = ready.json()
+            assert body["ready"] is False and body["required"] == list(MODELS)
+            states = {m["key"]: m for m in body["models"]}
+            assert states["question-ranker"]["state"] == "no_champion"
+            assert states["question-ranker"]["version"] is None
+            assert {states[k]["state"] for k in MODELS if k != "question-ranker"} == {"serving"}
+            ranked = http.post(
+                "/api/v1/ml/rank/questions", json={"subject_id": 1}, headers=as_service()
+            )
+            assert_error(ranked, 503)
+            assert "question-ranker" in ranked.json()["error"]
+            assert "no champion" in ranked.json()["error"]
+            assert ranked.headers["retry-after"]
+            focus = http.post(
+                "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+            )
+            assert focus.status_code == 200, focus.text
+            status = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+            assert status["ready"] is False and status["process_id"] == os.getpid()
+            assert "question-ranker" not in {m["key"] for m in status["models"]}
+
+            # The champion comes back: a reload serves it, and the service is ready.
+            client.set_registered_model_alias(ranker, "champion", "1")
+            reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            assert reload.status_code == 200, reload.text
+            assert list(reload.json()["reloaded"]) == ["question-ranker"]
+            assert http.get("/readyz").status_code == 200
+
+            # A champion whose artifacts cannot be had: 503 naming it, v1 still serves.
+            broken = unloadable_version(client, FOCUS, tmp_path)
+            client.set_registered_model_alias(MODELS[FOCUS].name, "champion", broken)
+            failed = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            assert_error(failed, 503)
+            assert failed.json()["code"] == "reload_failed"
+            assert f"{FOCUS}: champion v{broken}" in failed.json()["error"]
+            focus = http.post(
+                "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+            )
+            assert focus.status_code == 200 and focus.json()["model"]["version"] == "1"
+            ready = http.get("/readyz").json()
+            state = {m["key"]: m for m in ready["models"]}[FOCUS]
+            assert state["state"] == "serving" and state["version"] == "1"
+            assert state["champion"] == broken and f"champion v{broken}" in state["reason"]
+
+
+# -- which store entry is served -----------------------------------------------------------
+
+
+def damage(entry: Any) -> tuple[Path, bytes]:
+    """Append a byte to the entry's pickled model; returns the file and its bytes."""
+    path = Path(entry.path_of(model_store.MODEL_FOLDER)) / "python_model.pkl"
+    original = path.read_bytes()
+    path.write_bytes(original + b"\0")
+    return path, original
+
+
+def test_serving_takes_an_intact_entry_of_the_champion_and_falls_back_when_it_must(
+    second_focus_version: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from serving.models import ModelSet
+
+    tracking_uri = get_settings().resolved_tracking_uri
+    name = MODELS[FOCUS].name
+    with champions_restored() as client:
+        # A newer entry that is not the champion (fetched, alias never moved) is not served.
+        newest = fetch_to_store(FOCUS, second_focus_version)
         models = ModelSet(tracking_uri)
-        models.load_all()
+        models.refresh()
         served = models.get(FOCUS)
         assert models.ready and served is not None
-        assert served.version == "1" and served.bento_tag == str(entry.tag)
-        assert "champion" in served.aliases
-    finally:
-        client.delete_registered_model_alias(name, "champion")
+        assert served.version == "1" and served.bento_tag != newest
+        assert served.chosen_as == "champion" and "champion" in served.aliases
 
-    # A champion without a store entry: the newest, said so.
-    entry, rule = choose_entry(FOCUS, {name: {"champion": "999"}})
-    assert rule == "newest" and str(entry.tag) == newest
-    assert "champion has no store entry" in caplog.text
+        # The champion's entry damaged: skipped, and fetched again from the registry.
+        (first,) = model_store.entries(FOCUS, "1")
+        path, original = damage(first)
+        models = ModelSet(tracking_uri)
+        models.refresh()
+        refetched = models.get(FOCUS)
+        assert refetched is not None and refetched.version == "1"
+        assert refetched.bento_tag != str(first.tag)
+        assert "store entry damaged: skipped" in caplog.text
+        # Two entries of v1, the newer damaged: the older intact one serves, even with no
+        # registry to fetch from.
+        path.write_bytes(original)
+        (newer, older) = model_store.entries(FOCUS, "1")
+        damage(newer)
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        dead = f"http://127.0.0.1:{free_port()}"
+        offline = ModelSet(dead)
+        assert offline.refresh().registry == "remembered"
+        served = offline.get(FOCUS)
+        assert served is not None and served.bento_tag == str(older.tag)
+        assert "following the champions last read" in caplog.text
+        import bentoml
 
-    # The registry unreachable: the newest entry, without lineage, and the service starts.
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = f"http://127.0.0.1:{free_port()}"
-    assert registry_aliases(dead) is None
-    assert "model registry unreachable" in caplog.text
-    offline = load_model(FOCUS, dead, None)
-    assert offline.bento_tag == newest and offline.version == second_focus_version
-    assert offline.aliases == () and offline.main_metric_value is None
+        bentoml.models.delete(newer.tag)
+
+        # The champion cannot be fetched: a start serves the previous champion, said so.
+        broken = unloadable_version(client, FOCUS, tmp_path)
+        client.set_registered_model_alias(name, "previous", "1")
+        client.set_registered_model_alias(name, "champion", broken)
+        models = ModelSet(tracking_uri)
+        result = models.refresh()
+        served = models.get(FOCUS)
+        assert served is not None and served.version == "1" and served.chosen_as == "previous"
+        assert result.failed == {} and result.served[FOCUS] == served.bento_tag
+        state = models.availability(FOCUS)
+        assert state.state == "serving" and state.champion == broken
+        assert state.reason is not None and f"champion v{broken}" in state.reason
+        assert "serving a fallback" in caplog.text
+        # ... and with no previous either, the model is not served; the others are, and
+        # the service is ready when the model is not required.
+        client.delete_registered_model_alias(name, "previous")
+        models = ModelSet(tracking_uri, required=["progress-forecaster", "topic-recommender"])
+        assert FOCUS in models.refresh().failed
+        assert models.get(FOCUS) is None and models.availability(FOCUS).state == "failed"
+        assert models.get("topic-recommender") is not None and models.ready
+
+    # Never read the registry on this host and cannot now: the newest intact entries.
+    (model_store.store_home() / model_store.ALIASES_FILE).unlink()
+    offline = ModelSet(dead)
+    assert offline.refresh().registry == "unreachable"
+    served = offline.get(FOCUS)
+    assert served is not None and served.bento_tag == newest
+    assert served.chosen_as == "newest" and served.main_metric_value is None
+
+
+def test_an_unknown_required_model_is_refused_by_name() -> None:
+    from serving.models import ModelSet
+
+    with pytest.raises(ConfigError, match=r"unknown model\(s\) \['focus'\]"):
+        ModelSet(None, required=["focus", "question-ranker"])

@@ -883,11 +883,7 @@ class QuestionRankerSpec:
 
         return Outcome(
             python_model=model,
-            # question_id as a float: a given text new to the papers has none (NaN, as
-            # `rows_for_texts` builds it), so the signature must admit a missing id.
-            input_example=data.latest.candidates[list(CANDIDATE_COLUMNS)]
-            .head(5)
-            .astype({"question_id": "float64"}),
+            input_example=data.latest.candidates[list(CANDIDATE_COLUMNS)].head(5),
             requirements=tracking.pinned_requirements(REQUIREMENTS),
             report=report,
             markdown=markdown,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
 
 from core.config import PROJECT_ROOT, Settings, get_settings
 from features.snapshot import RAW_DIR, read_manifest
@@ -23,17 +24,21 @@ def configure(settings: Settings | None = None) -> str:
     return uri
 
 
-def experiment(name: str, settings: Settings | None = None) -> str:
-    """The id of the experiment `name`, created with artifacts under PREPIQ_HOME when the
-    store is local (a tracking server keeps its own artifact root)."""
+def experiment(
+    name: str, settings: Settings | None = None, client: MlflowClient | None = None
+) -> str:
+    """The id of the experiment `name` (in `client`'s store, else the configured one),
+    created with artifacts under PREPIQ_HOME when the store is local (a tracking server
+    keeps its own artifact root)."""
     settings = settings or get_settings()
-    found = mlflow.get_experiment_by_name(name)
+    client = client or MlflowClient()
+    found = client.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
     location = None
-    if not settings.resolved_tracking_uri.startswith("http"):
+    if not str(client.tracking_uri).startswith("http"):
         location = (settings.home / "mlartifacts" / name).as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=location))
+    return str(client.create_experiment(name, artifact_location=location))
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
