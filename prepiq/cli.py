@@ -624,8 +624,9 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
 ) -> None:
-    """Serve the four champions from the BentoML model store (the PrepIQ app's API;
-    /readyz answers 200 once all four are loaded)."""
+    """Serve each model's champion, followed in the MLflow registry and fetched into the
+    local BentoML store (the PrepIQ app's API; /readyz answers 200 once every required
+    model is served)."""
     import os
 
     from core.config import PROJECT_ROOT

@@ -57,12 +57,13 @@ def store_home() -> Path:
 def entries(key: str, version: str | None = None) -> list[Any]:
     """The store entries of model `key` (of one MLflow `version` when given), newest first."""
     import bentoml
+    from bentoml.exceptions import NotFound
 
-    found = [
-        e
-        for e in bentoml.models.list(store_name(key))
-        if version is None or e.info.labels.get("mlflow_version") == version
-    ]
+    try:
+        listed = bentoml.models.list(store_name(key))
+    except NotFound:  # no entry of the model at all
+        return []
+    found = [e for e in listed if version is None or e.info.labels.get("mlflow_version") == version]
     return sorted(found, key=lambda e: e.creation_time, reverse=True)
 
 

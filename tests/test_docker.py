@@ -118,10 +118,13 @@ def test_compose_config_is_valid_for_each_environment(environment: str, tmp_path
     assert services["prefect-worker"]["environment"]["PREFECT_API_URL"].startswith(
         "http://prefect-server:"
     )
-    # Promotion (the worker) fills the store the serving container reads.
-    for name in ("prefect-worker", "serving"):
-        mounts = {v["target"]: v["source"] for v in services[name]["volumes"]}
-        assert mounts[MODEL_STORE] == "bentoml-store", name
+    # Serving fetches the champions from the registry into a store of its own (a cache that
+    # outlives a restart); nothing else writes it.
+    mounts = {v["target"]: v["source"] for v in services["serving"]["volumes"]}
+    assert mounts[MODEL_STORE] == "bentoml-store"
+    worker = {v["target"]: v["source"] for v in services["prefect-worker"]["volumes"]}
+    assert "bentoml-store" not in worker.values()
+    assert services["serving"]["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     # Every serving worker and replica counts the per-caller rate limit in the one Redis.
     serving = services["serving"]
     assert serving["environment"]["PREPIQ_SERVING_RATE_LIMIT_STORAGE"].startswith("redis://redis:")

@@ -291,7 +291,7 @@ def test_an_alias_change_and_a_rollback_reach_both_workers_with_no_failed_reques
     new = alias_version(client, name, CHALLENGER)
     assert new is not None and new != old
     with migrated_engine(source).connect() as conn:
-        student = str(conn.exec_driver_sql("SELECT MIN(id) FROM users").scalar())
+        student = str(conn.exec_driver_sql("SELECT id FROM users ORDER BY id LIMIT 1").scalar())
     answers: list[tuple[int, str | None]] = []
     stop = threading.Event()
 
