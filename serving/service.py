@@ -523,7 +523,9 @@ class DocsWithErrors:
         await self.app(scope, receive, send)
 
 
+# Outermost first: readiness answers its own 503 (the gateway would reshape it into an
+# error), then the gateway in front of everything else.
+PrepIQService.add_asgi_middleware(Readiness)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(Gateway, settings=SETTINGS)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(DocsWithErrors)  # type: ignore[attr-defined]
 PrepIQService.add_asgi_middleware(StatusFastPath)  # type: ignore[attr-defined]
-PrepIQService.add_asgi_middleware(Readiness)  # type: ignore[attr-defined]

@@ -188,7 +188,7 @@ def test_the_service_starts_from_the_serving_venv_and_predicts(
         status = http.get("/api/v1/ml/models/status").json()
         assert status["ready"] is True and len(status["models"]) == len(MODELS)
         for model in status["models"]:  # fetched from the registry over HTTP
-            assert model["aliases"] == ["challenger", "champion"], model
+            assert "champion" in model["aliases"], model
             assert model["main_metric_value"] is not None, model
         for route, body in (
             ("/api/v1/ml/predict/progress", {"user_id": student}),

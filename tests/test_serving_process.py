@@ -404,7 +404,7 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
     (entry,) = model_store.entries(FOCUS, second_focus_version)
     assert str(entry.tag) == tag and entry.info.labels["mlflow_name"] == name
     assert model_store.intact(entry)
-    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
 
 # -- per-model readiness, failed reloads ----------------------------------------------------
