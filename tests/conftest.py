@@ -58,19 +58,6 @@ def private_tracking_store(tmp_path: Path) -> Iterator[str]:
     tracking.configure()
 
 
-@pytest.fixture
-def model_store_as_found() -> Iterator[None]:
-    """Deletes the BentoML store entries a test adds (BENTOML_HOME is fixed once bentoml
-    is imported, so every test shares the session's store)."""
-    import bentoml
-
-    before = {str(entry.tag) for entry in bentoml.models.list()}
-    yield
-    for entry in bentoml.models.list():
-        if str(entry.tag) not in before:
-            bentoml.models.delete(entry.tag)
-
-
 def _admin() -> psycopg.Connection[tuple[object, ...]]:
     try:
         return psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True, connect_timeout=5)

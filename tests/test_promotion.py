@@ -33,15 +33,15 @@ from registry import audit, holdout
 from registry.aliases import CHALLENGER, CHAMPION, PREVIOUS, alias_version, mark_challenger
 from registry.gate import BASELINES, SLICES, UPLIFT, PromotionParams
 from registry.lock import promotion_lock
-from registry.promotion import promote
+from registry.promotion import PromotionResult, combined_exit_code, promote
 from tests.test_focus_area_model import small_params
 from training import focus_area as fa
 from training import tracking
 from training.model_spec import Outcome, TrainingContext
+from training.models import MODELS
 from training.runs import load_frames, register_model
 from training.slices import SLICE_COLUMNS
 
-# Promotion imports champions into the session's BentoML store: leave it as found.
 pytestmark = pytest.mark.usefixtures("small_data_params")
 SPEC = fa.SPEC
 NAME = fa.NAME
@@ -446,3 +446,43 @@ def test_unknown_promotion_params_are_rejected() -> None:
     with pytest.raises(ConfigError, match="promotion: unknown keys"):
         PromotionParams.from_params({"promotion": {"min_upflit": 0.1}})
     assert issubclass(PromotionLockedError, RegistryError)
+
+
+@pytest.mark.parametrize(
+    ("codes", "combined"),
+    [([3, 3, 3, 3], 3), ([3, 0, 3, 3], 0), ([0, 2, 3, 3], 2), ([2, 1, 0, 3], 1), ([], 0)],
+)
+def test_one_exit_code_for_several_models(codes: list[int], combined: int) -> None:
+    assert combined_exit_code(codes) == combined
+
+
+def test_a_crash_on_one_model_leaves_the_others_judged(
+    monkeypatch: pytest.MonkeyPatch,
+    context: TrainingContext,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`promote --model all`: a bug on one model is reported by name and exits 1 only
+    after every other model was judged."""
+    monkeypatch.setenv("PREPIQ_DATA_DIR", str(context.data_dir))
+    get_settings.cache_clear()
+    judged: list[str] = []
+
+    def judge(spec: Any, ctx: Any, **_: Any) -> PromotionResult:
+        # MOCK: the gate itself is tested above; here only the CLI's loop over the models.
+        judged.append(spec.key)
+        if spec.key == "topic-recommender":
+            raise ValueError("a bug")
+        return PromotionResult(spec.name, spec.key, "kept", "1", None, "audit-run")
+
+    monkeypatch.setattr("registry.promotion.promote", judge)
+    assert main(["promote", "--model", "all"]) == 1
+    assert judged == list(MODELS)
+    err = capsys.readouterr().err
+    assert "prepiq: internal error: topic-recommender: ValueError: a bug" in err
+    saved = json.loads((context.data_dir / "promotion" / "topic-recommender.json").read_text())
+    assert saved == {
+        "model": "topic-recommender",
+        "decision": "error",
+        "error": "ValueError: a bug",
+    }
+    get_settings.cache_clear()
