@@ -16,6 +16,9 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.config import load_params
 from core.exceptions import ConfigError, HoldoutError
@@ -230,9 +233,9 @@ def test_pyfunc_forecasts_from_builder_output(
 
 def test_more_study_raises_the_forecast(trained: Trained, dataset: pf.ForecastData) -> None:
     """Behaviour: the same days with 50% more minutes and one more login on each active
-    day do not lower the median at the longest horizon, and raise it for most students.
-    The shape is learnt (a training penalty), not built in: a tiny model trained in a
-    second may dip by a fraction of a point for a student, so that much is tolerated."""
+    day never lower the median at the longest horizon (built into the network: see the
+    next test), and raise it for most students (the size of the rise is learnt, asked for
+    by a training penalty)."""
     rows = dataset.latest.rows
     assert rows is not None
     more = rows.copy()
@@ -244,8 +247,34 @@ def test_more_study_raises_the_forecast(trained: Trained, dataset: pf.ForecastDa
     base, raised = model.predict(None, rows)[column], model.predict(None, more)[column]
     studying = rows.groupby("user_id")["study_minutes"].sum().sort_index().to_numpy() > 0
     change = (raised - base).to_numpy()[studying]
-    assert (change >= -0.5).all()
+    assert (change >= -1e-4).all()  # float32 rounding, in percentage points
     assert (change > 0.01).mean() > 0.5
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    more=st.lists(st.floats(0.0, 3.0), min_size=9, max_size=9),
+)
+def test_the_network_never_lowers_a_forecast_for_more_study(seed: int, more: list[float]) -> None:
+    """By construction, whatever the weights: raising any study input (the standardised
+    active share, minutes and logins) never lowers any output of any horizon or quantile,
+    and the forecast's post-processing (sort, running maximum, clip) keeps that order."""
+    torch.manual_seed(seed)
+    net = pf.ForecastNet(5, 7, 9, hidden_size=8, layers=1, dropout=0.0, horizons=2, quantiles=3)
+    with torch.no_grad():  # weights far from their start, of either sign
+        for parameter in net.parameters():
+            parameter.normal_(0.0, 2.0)
+    daily, facts, study = torch.randn(4, 10, 5), torch.randn(4, 7), torch.randn(4, 9)
+    with torch.inference_mode():
+        before = net.eval()(daily, facts, study)
+        after = net(daily, facts, study + torch.tensor(more))
+    assert (after - before >= -1e-5).all()
+
+    def ordered(growth: torch.Tensor) -> np.ndarray:  # as `Forecaster.predict` orders it
+        return np.maximum.accumulate(np.sort(growth.numpy(), axis=2), axis=1)
+
+    assert (ordered(after) - ordered(before) >= -1e-5).all()
 
 
 # -- the promotion gate's checks -----------------------------------------------------------

@@ -347,70 +347,96 @@ def slope_growth(
 RECENT_DAYS = (7, 14, 28)  # spans of the recent-pace facts
 
 
-def model_inputs(sequence: np.ndarray, static: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The network's unscaled inputs. Daily: the builder's channels plus each day's
-    completion gain (growth is what is forecast). Facts: the per-student columns, with
-    days since joining capped at the window (beyond it, tenure only grows with the
-    origin, and the forecast origin is always later than any training origin), completion
-    now, and the recent pace: completion gained, share of active days and mean minutes
-    over the last 7/14/28 days."""
-    completion, minutes = sequence[:, :, COMPLETION], sequence[:, :, MINUTES]
+Inputs = tuple[np.ndarray, np.ndarray, np.ndarray]
+# The daily channels that measure study: the network sees them only through its
+# monotone study term (`ForecastNet`), never through the LSTM or the head.
+STUDY_CHANNELS = (MINUTES, LOGINS)
+
+
+def model_inputs(sequence: np.ndarray, static: np.ndarray) -> Inputs:
+    """The network's unscaled inputs.
+    - Daily: the builder's channels but the study ones (minutes, logins), plus each day's
+      completion gain (growth is what is forecast).
+    - Facts: the per-student columns, with days since joining capped at the window
+      (beyond it, tenure only grows with the origin, and the forecast origin is always
+      later than any training origin), completion now, and completion gained over the
+      last 7/14/28 days.
+    - Study: over the last 7/14/28 days, the share of active days, mean minutes and mean
+      logins; each grows with more study on the same days or on more days."""
+    completion = sequence[:, :, COMPLETION]
+    minutes, logins = sequence[:, :, MINUTES], sequence[:, :, LOGINS]
     window = sequence.shape[1]
     gain = np.diff(completion, axis=1, prepend=completion[:, :1])
-    daily = np.concatenate([sequence, gain[:, :, None]], axis=2)
+    daily = np.concatenate([np.delete(sequence, STUDY_CHANNELS, axis=2), gain[:, :, None]], axis=2)
     static = static.copy()
     static[:, STATIC_COLUMNS.index("days_since_join")] = np.minimum(
         static[:, STATIC_COLUMNS.index("days_since_join")], window
     )
     spans = [min(d, window - 1) for d in RECENT_DAYS]
     facts = np.column_stack(
+        [static, completion[:, -1], *(completion[:, -1] - completion[:, -1 - d] for d in spans)]
+    )
+    study = np.column_stack(
         [
-            static,
-            completion[:, -1],
-            *(completion[:, -1] - completion[:, -1 - d] for d in spans),
             *((minutes[:, -d:] > 0).mean(axis=1) for d in spans),
             *(minutes[:, -d:].mean(axis=1) for d in spans),
+            *(logins[:, -d:].mean(axis=1) for d in spans),
         ]
     )
-    return daily, facts
+    return daily, facts, study
+
+
+def _standardiser(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread (never zero) of each column of `values` [rows, columns]."""
+    return values.mean(axis=0), np.maximum(values.std(axis=0), 1e-6)
 
 
 @dataclass(frozen=True)
 class InputScaler:
-    """Standardises the network's inputs with the training examples' means and spreads."""
+    """Standardises the network's inputs with the training examples' means and spreads
+    (a positive scale: the study inputs stay ordered as they were)."""
 
     daily_mean: np.ndarray
     daily_scale: np.ndarray
     facts_mean: np.ndarray
     facts_scale: np.ndarray
+    study_mean: np.ndarray
+    study_scale: np.ndarray
 
     @classmethod
     def fit(cls, examples: Examples) -> InputScaler:
-        daily, facts = model_inputs(examples.sequence, examples.static)
-        flat = daily.reshape(-1, daily.shape[2])
+        daily, facts, study = model_inputs(examples.sequence, examples.static)
         return cls(
-            flat.mean(axis=0),
-            np.maximum(flat.std(axis=0), 1e-6),
-            facts.mean(axis=0),
-            np.maximum(facts.std(axis=0), 1e-6),
+            *_standardiser(daily.reshape(-1, daily.shape[2])),
+            *_standardiser(facts),
+            *_standardiser(study),
         )
 
-    def tensors(self, sequence: np.ndarray, static: np.ndarray) -> tuple[Tensor, Tensor]:
-        daily, facts = model_inputs(sequence, static)
-        return (
-            torch.as_tensor((daily - self.daily_mean) / self.daily_scale, dtype=torch.float32),
-            torch.as_tensor((facts - self.facts_mean) / self.facts_scale, dtype=torch.float32),
+    def tensors(self, sequence: np.ndarray, static: np.ndarray) -> tuple[Tensor, Tensor, Tensor]:
+        daily, facts, study = model_inputs(sequence, static)
+        scaled = (
+            (daily - self.daily_mean) / self.daily_scale,
+            (facts - self.facts_mean) / self.facts_scale,
+            (study - self.study_mean) / self.study_scale,
         )
+        daily_t, facts_t, study_t = (torch.as_tensor(x, dtype=torch.float32) for x in scaled)
+        return daily_t, facts_t, study_t
 
 
 class ForecastNet(nn.Module):
     """LSTM over the daily channels; its last state and the facts feed a head that gives
-    the growth (in hundreds of percentage points) per horizon and quantile."""
+    the growth (in hundreds of percentage points) per horizon and quantile. Study enters
+    only through a term added to every quantile of a horizon: the study inputs weighted by
+    positive weights, times a positive gain that the context (state and facts) sets. For
+    a given student's other inputs the forecast therefore never falls when study rises:
+    by construction, not by what training happened to learn (the data alone cannot teach
+    it: study and completion move together in every example)."""
 
     def __init__(
         self,
         daily_channels: int,
         facts: int,
+        study: int,
         hidden_size: int,
         layers: int,
         dropout: float,
@@ -432,11 +458,17 @@ class ForecastNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_size, horizons * quantiles),
         )
+        self.study_weight = nn.Parameter(torch.zeros(horizons, study))  # softplus: > 0
+        self.study_gain = nn.Linear(hidden_size + facts, horizons)  # softplus: > 0
 
-    def forward(self, daily: Tensor, facts: Tensor) -> Tensor:
+    def forward(self, daily: Tensor, facts: Tensor, study: Tensor) -> Tensor:
         states, _ = self.lstm(daily)
-        out: Tensor = self.head(torch.cat([states[:, -1], facts], dim=1))
-        return out.view(-1, self.horizons, self.quantiles)
+        context = torch.cat([states[:, -1], facts], dim=1)
+        out: Tensor = self.head(context).view(-1, self.horizons, self.quantiles)
+        effect = nn.functional.softplus(self.study_gain(context)) * (
+            study @ nn.functional.softplus(self.study_weight).T
+        )
+        return out + effect[:, :, None]
 
 
 def pinball_loss(predicted: Tensor, target: Tensor, quantiles: Tensor) -> Tensor:
@@ -448,8 +480,7 @@ def pinball_loss(predicted: Tensor, target: Tensor, quantiles: Tensor) -> Tensor
 class ForecastModule(pl.LightningModule):
     """Trains a `ForecastNet` on growth targets with the pinball loss, plus a penalty
     whenever the same days with more study would get a median forecast less than
-    `margin` higher (the domain's shape: study is what completes a syllabus; the data
-    alone cannot teach it, as study and completion move together in every example).
+    `margin` higher (the net never lowers it; this asks for a rise of a useful size).
     Logs the median's MAE (percentage points) on the validation set every epoch."""
 
     quantile_levels: Tensor
@@ -469,15 +500,16 @@ class ForecastModule(pl.LightningModule):
         self.lr = lr
 
     def training_step(self, batch: list[Tensor], batch_idx: int) -> Tensor:
-        daily, facts, growth, more_daily, more_facts = batch
-        predicted = self.net(daily, facts)
+        daily, facts, study, growth, more_daily, more_facts, more_studied = batch
+        predicted = self.net(daily, facts, study)
         loss = pinball_loss(predicted, growth, self.quantile_levels)
-        rise = self.net(more_daily, more_facts)[:, :, self.median] - predicted[:, :, self.median]
+        more = self.net(more_daily, more_facts, more_studied)
+        rise = more[:, :, self.median] - predicted[:, :, self.median]
         return loss + self.penalty * torch.relu(self.margin - rise).mean()
 
     def validation_step(self, batch: list[Tensor], batch_idx: int) -> None:
-        daily, facts, growth = batch
-        error = (self.net(daily, facts)[:, :, self.median] - growth).abs()
+        daily, facts, study, growth = batch
+        error = (self.net(daily, facts, study)[:, :, self.median] - growth).abs()
         self.log(MONITOR, 100 * error.mean(), on_epoch=True, batch_size=len(growth))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -536,12 +568,12 @@ def _loader(
 ) -> DataLoader[Any]:
     """Batches of scaled inputs and the growth beyond the recent pace (hundreds of points);
     for training, also the inputs with more study (the shape penalty's counterfactual)."""
-    daily, facts = scaler.tensors(examples.sequence, examples.static)
+    daily, facts, study = scaler.tensors(examples.sequence, examples.static)
     pace = slope_growth(examples.sequence, p.horizons_days, p.slope_days, from_first_record=True)
     growth = torch.as_tensor(
         (examples.target - examples.completion[:, None] - pace) / 100.0, dtype=torch.float32
     )
-    tensors = [daily, facts, growth]
+    tensors = [daily, facts, study, growth]
     if train:
         factor = np.random.default_rng(seed).uniform(1.2, 2.0, len(examples))
         tensors += scaler.tensors(more_study(examples.sequence, factor), examples.static)
@@ -566,10 +598,11 @@ def fit(
     torch.set_num_threads(p.torch_threads)
     pl.seed_everything(seed, workers=True, verbose=False)
     scaler = InputScaler.fit(examples)
-    daily, facts = model_inputs(examples.sequence[:1], examples.static[:1])
+    daily, facts, study = model_inputs(examples.sequence[:1], examples.static[:1])
     net = ForecastNet(
         daily.shape[2],
         facts.shape[1],
+        study.shape[1],
         hyper.hidden_size,
         hyper.layers,
         hyper.dropout,
