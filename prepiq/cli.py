@@ -396,11 +396,12 @@ def reproduce(
     into a scratch folder, evaluate the version on it as training did, and compare with
     the hold-out metrics logged at training. Exit 0: all match; 1: some differ (named);
     2: an error (no such version, the snapshot not in the remote, ...)."""
+    key = _one_model(model)  # before the heavy imports: a bad name is answered at once
     from registry.reproduce import reproduce_in_scratch
     from training.models import MODELS
 
     result = reproduce_in_scratch(
-        MODELS[_one_model(model)], version, into, remote_url=remote, tolerance=tolerance
+        MODELS[key], version, into, remote_url=remote, tolerance=tolerance
     )
     _echo_table(
         ["metric", "logged", "reproduced", "status"],

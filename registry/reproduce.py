@@ -203,6 +203,7 @@ def reproduce(
     settings = get_settings()
     if into.expanduser().resolve() == settings.data_dir:
         raise ConfigError(f"--into {into}: that is the live data folder; name a scratch folder")
+    into.mkdir(parents=True, exist_ok=True)
     uri = tracking.configure(settings)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     run, number = training_run(client, spec, version)
@@ -257,7 +258,6 @@ def reproduce_in_scratch(
 ) -> Reproduction:
     """`reproduce` into `into`, or into a temporary folder removed afterwards."""
     if into is not None:
-        into.mkdir(parents=True, exist_ok=True)
         return reproduce(spec, version, into, remote_url=remote_url, tolerance=tolerance)
     with tempfile.TemporaryDirectory(prefix=f"prepiq-reproduce-{spec.key}-") as tmp:
         return reproduce(spec, version, Path(tmp), remote_url=remote_url, tolerance=tolerance)
