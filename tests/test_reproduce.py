@@ -16,11 +16,11 @@ from features.snapshot import RAW_DIR, read_manifest
 from features.versioning import dvc_hash, missing_objects
 from pipelines.train import train_flow
 from prepiq.cli import main
-from registry.reproduce import compare
+from registry.reproduce import compare, nested
+from training.question_ranker import SPEC as QUESTION_RANKER
 
-pytestmark = pytest.mark.usefixtures("prefect_harness", "small_data_params")
 
-
+@pytest.mark.usefixtures("prefect_harness", "small_data_params")
 def test_a_run_pushes_its_snapshot_and_reproduce_gives_back_its_metrics(
     clean_snapshot: Path,
     private_tracking_store: str,
@@ -56,7 +56,7 @@ def test_a_run_pushes_its_snapshot_and_reproduce_gives_back_its_metrics(
     assert main([*command, "--into", str(scratch)]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith("holdout.")}
-    assert f"all {len(logged)} hold-out metrics reproduced" in out
+    assert f"all {len(logged)} hold-out metrics of the version reproduced" in out
     restored = read_manifest(scratch / RAW_DIR)
     assert restored is not None and restored.content_hash == tags["snapshot_content_hash"]
     saved = json.loads((scratch / "reproduction.json").read_text())
@@ -111,3 +111,34 @@ def test_every_metric_of_either_side_is_judged() -> None:
         "holdout.against_truth.model.f1",
     }
     assert compare({"holdout.model.f1": 0.8}, {"holdout.model.f1": 0.8001})[0].status == "differs"
+
+
+def test_a_training_report_of_other_fits_is_mapped_or_set_aside() -> None:
+    # The ranker's shape: pooled figures of per-year refits, the last year's ranker being
+    # the registered one's fit, and a section evaluate gives that training never logged.
+    logged = {
+        "holdout.model.ndcg_10": 0.63,
+        "holdout.holdout_by_year.2025.model.ndcg_10": 0.57,
+        "holdout.holdout_by_year.2026.model.ndcg_10": 0.76,
+        "holdout.holdout_by_year.2026.baseline_frequency.ndcg_10": 0.61,
+        "holdout.cv_ndcg": 0.5,
+    }
+    reproduced = {
+        "holdout.model.ndcg_10": 0.76,
+        "holdout.baseline_frequency.ndcg_10": 0.62,
+        "holdout.slices.n": 3.0,
+    }
+    sections = QUESTION_RANKER.registered_sections(nested(logged))
+    assert sections == {
+        "model": "holdout_by_year.2026.model",
+        "baseline_frequency": "holdout_by_year.2026.baseline_frequency",
+    }
+    checks = {c.name: c.status for c in compare(logged, reproduced, sections)}
+    assert checks == {
+        "holdout.holdout_by_year.2026.model.ndcg_10": "match",
+        "holdout.holdout_by_year.2026.baseline_frequency.ndcg_10": "differs",
+        "holdout.holdout_by_year.2025.model.ndcg_10": "training only",
+        "holdout.model.ndcg_10": "training only",
+        "holdout.cv_ndcg": "training only",
+        "holdout.slices.n": "not logged",
+    }

@@ -209,8 +209,8 @@ def evaluate_registered(
     spec: ModelSpec, ctx: TrainingContext, model_uri: str, out_dir: Path
 ) -> tuple[dict[str, Any], str]:
     """Score a registered version (`models:/name@alias` or `models:/name/version`) on the
-    current snapshot's hold-out next to the baselines; write the JSON and Markdown report
-    to `out_dir`."""
+    hold-out of the context's snapshot next to the baselines, as training scored it; write
+    the JSON and Markdown report to `out_dir`."""
     from mlflow.exceptions import MlflowException
 
     tracking.configure()
