@@ -68,6 +68,13 @@ class Settings(BaseSettings):
         default=PROJECT_ROOT / "data",
         description="DVC-tracked data: snapshots (raw/), feature tables, validation reports.",
     )
+    dvc_remote_url: str | None = Field(
+        default=None,
+        description="The DVC remote every training run pushes its snapshot to and "
+        "`prepiq reproduce` restores it from (any URL DVC takes, or a folder). When set, a "
+        "failed push stops training. Default: the DVC repository's default remote "
+        "(.dvc/config: .prepiq/dvc-remote), where a failed push is only a warning.",
+    )
 
     # Connection pooling for PostgreSQL, shared by every component that opens the source.
     db_pool_size: int = Field(default=5, ge=1)

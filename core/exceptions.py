@@ -54,3 +54,8 @@ class HoldoutError(PrepIQError):
 class ArchiveError(PrepIQError):
     """Archiving stopped: the archive and the table disagree about a batch (names the file
     and the id range), or another archive run holds the lock."""
+
+
+class DataVersionError(PrepIQError):
+    """A snapshot cannot be pushed to or restored from the DVC remote (names the snapshot
+    or its hash and the remote)."""

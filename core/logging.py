@@ -57,6 +57,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         "alembic.runtime.migration",
         "httpx",
         "great_expectations._docs_decorators",  # ~150 lines per import of the gate
+        "great_expectations.expectations.registry",  # "multiple declarations of metric"
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     _configured = True

@@ -19,9 +19,9 @@ from core.config import get_settings
 from core.exceptions import ConfigError, RegistryError
 from features.snapshot import RAW_DIR, read_manifest
 from pipelines.alerts import alert_if_refused, alert_on_failure
-from pipelines.train import TrainReport, train_flow, training_context
+from pipelines.train import TrainReport, train_flow
 from registry.promotion import promote
-from training.model_spec import TrainingContext
+from training.model_spec import TrainingContext, training_context
 from training.models import MODELS
 
 

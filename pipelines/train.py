@@ -14,14 +14,14 @@ from pathlib import Path
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 
-from core.config import get_settings, load_params
+from core.config import get_settings
 from core.exceptions import ConfigError
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.alerts import alert_on_failure
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
-from training.model_spec import TrainingContext
+from training.model_spec import TrainingContext, training_context
 from training.models import MODELS
 from training.runs import train_and_log
 
@@ -51,24 +51,6 @@ def train_model(
         summary.baseline_value,
     )
     return {**summary.__dict__, "uplift": summary.uplift, "champion": champion}
-
-
-def training_context(
-    data_dir: Path, as_of: datetime, *, trials: int | None = None, students: int | None = None
-) -> TrainingContext:
-    """The context every model trains and is evaluated in: the snapshot under `data_dir`,
-    params.yaml, its seed, and the generator's truth folder (absent on a real Supabase)."""
-    params = load_params()
-    return TrainingContext(
-        snapshot_dir=data_dir / RAW_DIR,
-        data_dir=data_dir,
-        as_of=as_of,
-        params=params,
-        seed=int(params.get("seed", 42)),
-        trials=trials,
-        truth_dir=get_settings().ground_truth_dir,
-        students=students,
-    )
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -365,6 +366,61 @@ def evaluate(
         _, markdown = evaluate_registered(spec, ctx, uri, out_dir)
         typer.echo(markdown)
         typer.echo(f"report: {out_dir / 'evaluation.json'}")
+
+
+@app.command()
+def reproduce(
+    model: Annotated[str, typer.Option("--model", help="The model (e.g. focus-area).")],
+    version: Annotated[int, typer.Option(min=1, help="The registered version to reproduce.")],
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scratch folder for the restored snapshot and the report (kept). "
+            "Default: a temporary folder, removed afterwards.",
+            show_default=False,
+        ),
+    ] = None,
+    remote: Annotated[
+        str | None,
+        typer.Option(
+            help="DVC remote to restore from. Default: PREPIQ_DVC_REMOTE_URL, else the "
+            "repository's default remote.",
+            show_default=False,
+        ),
+    ] = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Relative tolerance of each metric.")
+    ] = 1e-6,
+) -> None:
+    """Restore the snapshot a version was trained on (by the DVC hash its run recorded)
+    into a scratch folder, evaluate the version on it as training did, and compare with
+    the hold-out metrics logged at training. Exit 0: all match; 1: some differ (named);
+    2: an error (no such version, the snapshot not in the remote, ...)."""
+    key = _one_model(model)  # before the heavy imports: a bad name is answered at once
+    from registry.reproduce import reproduce_in_scratch
+    from training.models import MODELS
+
+    result = reproduce_in_scratch(
+        MODELS[key], version, into, remote_url=remote, tolerance=tolerance
+    )
+    _echo_table(
+        ["metric", "logged", "reproduced", "status"],
+        [[c.name, _number(c.logged), _number(c.reproduced), c.status] for c in result.checks],
+    )
+    typer.echo(
+        f"run {result.run_id} (commit {result.trained_commit[:12]}; now "
+        f"{result.current_commit[:12]}), snapshot {result.data_version} from {result.remote}"
+    )
+    if into is not None:
+        typer.echo(f"snapshot in {result.snapshot_dir}; report in {into / 'reproduction.json'}")
+    if not result.ok:
+        typer.echo(f"prepiq: reproduce: {result.summary()}", err=True)
+        raise typer.Exit(1)
+    typer.echo(result.summary())
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 @app.command()

@@ -34,6 +34,8 @@ def prepiq_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.setenv("PREPIQ_HOME", str(home))
         patch.delenv("PREPIQ_SOURCE_URL", raising=False)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # Training runs push their snapshot: to the session's folder, not the repository's.
+        patch.setenv("PREPIQ_DVC_REMOTE_URL", str(home / "dvc-remote"))
         get_settings.cache_clear()
         get_settings().apply_environment()
         yield home

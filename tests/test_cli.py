@@ -29,6 +29,9 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
         (["db", "upgrade", "--url", "postgresql://u:secret@127.0.0.1:1/x"], "127.0.0.1:1/x"),
         (["seed", "--url", "postgresql+psycopg://u@127.0.0.1:1/x"], "127.0.0.1:1/x"),
         (["nonsense"], "nonsense"),
+        (["reproduce", "--model", "all", "--version", "1"], "name one model"),
+        (["reproduce", "--model", "focus-area", "--version", "0"], "--version"),
+        (["reproduce", "--model", "focus-area", "--version", "1", "--into", "data"], "live data"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(

@@ -5,6 +5,7 @@ unreachable source, atomic switching, and DVC seeing the change."""
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from prefect.settings import PREFECT_API_URL
 from sqlalchemy import Engine, text
 
 from core.exceptions import SourceDataError, SourceUnavailableError
@@ -201,38 +203,46 @@ def test_a_failure_mid_ingest_leaves_the_previous_snapshot(sqlite_url: str, tmp_
     assert not list(data.glob(".raw.staging-*"))
 
 
-def test_dvc_sees_the_new_snapshot_and_records_its_hash(sqlite_url: str, tmp_path: Path) -> None:
+def test_dvc_repro_keeps_the_snapshot_so_the_ingest_stays_incremental(
+    sqlite_url: str, tmp_path: Path
+) -> None:
     from core.config import PROJECT_ROOT
 
+    dvc = str(PROJECT_ROOT / ".venv" / "bin" / "dvc")
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
-    subprocess.run([str(Path(PROJECT_ROOT / ".venv/bin/dvc")), "init", "-q"], cwd=repo, check=True)
+    subprocess.run([dvc, "init", "-q"], cwd=repo, check=True)
     shutil.copy(PROJECT_ROOT / "dvc.yaml", repo / "dvc.yaml")
     shutil.copy(PROJECT_ROOT / "params.yaml", repo / "params.yaml")
-    remote = tmp_path / "remote"
-    subprocess.run(
-        [str(PROJECT_ROOT / ".venv/bin/dvc"), "remote", "add", "-d", "local", str(remote)],
-        cwd=repo,
-        check=True,
-    )
-    seeded(sqlite_url, tmp_path, students=10)
-    ingest_flow(source_url=sqlite_url, data_dir=repo / "data", as_of=AS_OF)
-    status = subprocess.run(
-        [str(PROJECT_ROOT / ".venv/bin/dvc"), "status", "ingest"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    assert "data/raw" in status
-    expected = dvc_hash(repo / "data" / RAW_DIR, repo_root=repo)
-    from features.versioning import commit_stages
+    # History to yesterday: the stage's `prepiq ingest` snapshots as of now, and the gate
+    # refuses stale data.
+    engine = migrated_engine(sqlite_url)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    seed_source(engine, students=10, seed=5, days=90, end_date=yesterday, truth_dir=tmp_path / "t")
+    first = ingest_flow(source_url=sqlite_url, data_dir=repo / "data")
+    assert {t.mode for t in first.tables.values()} == {"full"}
 
-    commit_stages(["ingest"], repo_root=repo, push=True)
-    lock = (repo / "dvc.lock").read_text()
-    assert expected in lock
-    assert any(remote.rglob("*")), "dvc push left the local remote empty"
+    env = os.environ | {
+        "PATH": f"{PROJECT_ROOT / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        "PREPIQ_SOURCE_URL": sqlite_url,
+        "PREPIQ_DATA_DIR": str(repo / "data"),
+        "PREPIQ_PARAMS_FILE": str(repo / "params.yaml"),
+        # The session's Prefect server, which spares the command an ephemeral one's start.
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+    }
+    subprocess.run([dvc, "repro", "-q", "ingest"], cwd=repo, env=env, check=True)
+    # DVC left the snapshot in place for the stage's command, which read only changes
+    # (none here) on top of it; dvc.lock records the result's hash.
+    after = read_manifest(repo / "data" / RAW_DIR)
+    assert after is not None
+    # (A table that had no watermark yet, being empty, is read in full: it has no rows.)
+    full = {name for name, table in after.tables.items() if table.mode == "full"}
+    assert full == {name for name, table in first.tables.items() if table.watermark is None}
+    assert len(full) < len(after.tables)
+    assert sum(t.rows_read for t in after.tables.values()) == 0
+    assert after.content_hash == first.content_hash
+    assert dvc_hash(repo / "data" / RAW_DIR, repo_root=repo) in (repo / "dvc.lock").read_text()
 
 
 def test_cli_ingest_reports_an_unreachable_source_in_one_line(

@@ -64,6 +64,7 @@ class Home:
             "PREPIQ_PARAMS_FILE": str(params),
             "PREPIQ_SOURCE_URL": source_url,
             "MLFLOW_TRACKING_URI": tracking_uri,
+            "PREPIQ_DVC_REMOTE_URL": str(root / "dvc-remote"),  # where its snapshots go
             "PREPIQ_LOG_FORMAT": "json",
         }
 

@@ -4,11 +4,15 @@ other machines join, the direction-aware uplift, and nested reports as MLflow me
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from core.exceptions import ConfigError
+from features.snapshot import MANIFEST
 from training.focus_area import SPEC
 from training.model_spec import TrainingContext
 from training.runs import flat_metrics, load_frames, relative_gain, study_name
@@ -37,14 +41,28 @@ def test_students_option_trains_on_a_stable_sample(clean_snapshot: Path) -> None
     assert set(again["users"]["id"]) == users
 
 
-def test_a_shared_study_name_depends_on_data_params_and_budget(tmp_path: Path) -> None:
-    ctx = _context(tmp_path / "raw")
+def test_a_shared_study_name_comes_from_content_not_paths(
+    clean_snapshot: Path, tmp_path: Path
+) -> None:
+    # The same snapshot on two machines, at different paths.
+    here = shutil.copytree(clean_snapshot, tmp_path / "a" / "raw")
+    there = shutil.copytree(clean_snapshot, tmp_path / "elsewhere" / "data" / "raw")
+    ctx = _context(here)
     shared = study_name(SPEC, ctx, 12, shared=True)
-    assert shared == study_name(SPEC, ctx, 12, shared=True)  # another machine joins it
+    assert shared == study_name(SPEC, _context(there), 12, shared=True)  # one study
     assert shared != study_name(SPEC, ctx, 24, shared=True)
-    other_params = _context(tmp_path / "raw", params={"focus_area": {"trials": 4}})
-    assert shared != study_name(SPEC, other_params, 12, shared=True)
+    assert shared != study_name(
+        SPEC, _context(here, params={"focus_area": {"trials": 4}}), 12, True
+    )
+    assert shared != study_name(SPEC, _context(here, students=100), 12, shared=True)
+    # Other content at the same path: another study.
+    manifest = json.loads((there / MANIFEST).read_text())
+    manifest["tables"]["users"]["content_hash"] = "0" * 16 + "-1"
+    (there / MANIFEST).write_text(json.dumps(manifest))
+    assert shared != study_name(SPEC, _context(there), 12, shared=True)
     assert study_name(SPEC, ctx, 12, shared=False).startswith("focus-area-20261120")
+    with pytest.raises(ConfigError, match="no snapshot in"):
+        study_name(SPEC, _context(tmp_path / "none" / "raw"), 12, shared=True)
 
 
 def test_uplift_is_positive_when_the_model_is_better_either_way() -> None:

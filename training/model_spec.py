@@ -19,6 +19,7 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
 from features.frames import SourceFrames
+from features.snapshot import RAW_DIR
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,32 @@ class TrainingContext:
     trials: int | None = None
     truth_dir: Path | None = None
     students: int | None = None  # train on a stable sample of at most this many students
+
+
+def training_context(
+    data_dir: Path,
+    as_of: datetime,
+    *,
+    params: dict[str, Any] | None = None,
+    trials: int | None = None,
+    students: int | None = None,
+) -> TrainingContext:
+    """The context every model trains and is evaluated in: the snapshot under `data_dir`,
+    the params (params.yaml unless given: `prepiq reproduce` passes the ones a run
+    logged), their seed, and the generator's truth folder (absent on a real Supabase)."""
+    from core.config import get_settings, load_params
+
+    params = load_params() if params is None else params
+    return TrainingContext(
+        snapshot_dir=data_dir / RAW_DIR,
+        data_dir=data_dir,
+        as_of=as_of,
+        params=params,
+        seed=int(params.get("seed", 42)),
+        trials=trials,
+        truth_dir=get_settings().ground_truth_dir,
+        students=students,
+    )
 
 
 @dataclass

@@ -750,6 +750,20 @@ class QuestionRankerSpec:
         )
         return report, markdown_tables(title, report, p.top_k)
 
+    def registered_sections(self, report: dict[str, Any]) -> dict[str, str]:
+        """Where a training run's report scores the registered version as `evaluate` does
+        (`prepiq reproduce`): the rolling hold-out's last year, whose ranker is fitted on
+        the same cut-offs as the logged one (`finish`), and the score against the truth.
+        The earlier years and the pooled figures (`model`, `baseline_*`) are rankers
+        refitted per year, which no registered version holds."""
+        last = max(report.get("holdout_by_year", {}), key=int, default=None)
+        sections = {"against_truth": "against_truth"} if "against_truth" in report else {}
+        if last is None:
+            return sections
+        return {
+            name: f"holdout_by_year.{last}.{name}" for name in report["holdout_by_year"][last]
+        } | sections
+
     def slice_reports(
         self,
         ctx: TrainingContext,

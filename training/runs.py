@@ -19,11 +19,14 @@ from mlflow.models import infer_signature
 from core.config import get_settings
 from core.exceptions import ConfigError
 from features.frames import SourceFrames, from_snapshot
+from features.snapshot import read_manifest
 from features.store import TABLES
 from features.validation import report_path
 from training import reports, tracking
 from training.model_spec import ModelSpec, Outcome, TrainingContext
 from training.splits import holdout_students
+
+PARAMS_ARTIFACT = "params.yaml"  # the run's params, from which `prepiq reproduce` rebuilds it
 
 
 @dataclass
@@ -79,13 +82,25 @@ def load_frames(ctx: TrainingContext) -> SourceFrames:
 
 
 def study_name(spec: ModelSpec, ctx: TrainingContext, trials: int, shared: bool) -> str:
-    """A study per model per training run. In shared storage the name is derived from the
-    data, the params and the budget, so the same command on another machine joins it."""
+    """A study per model per training run. In shared storage the name is derived from
+    content only: the snapshot's content hash (its manifest), its point in time, the
+    params, the student sample and the trial budget. No path enters it, so the same
+    command on another machine, holding the same snapshot anywhere, joins the study."""
     if not shared:
         return f"{spec.key}-{ctx.as_of:%Y%m%d%H%M%S}"
+    manifest = read_manifest(ctx.snapshot_dir)
+    if manifest is None:
+        raise ConfigError(f"no snapshot in {ctx.snapshot_dir}; run `prepiq ingest` first")
     digest = hashlib.sha256(
         json.dumps(
-            [spec.key, str(ctx.snapshot_dir.resolve()), ctx.as_of.isoformat(), ctx.params, trials],
+            [
+                spec.key,
+                manifest.content_hash,
+                ctx.as_of.isoformat(),
+                ctx.params,
+                ctx.students,
+                trials,
+            ],
             sort_keys=True,
             default=str,
         ).encode()
@@ -103,6 +118,9 @@ def train_and_log(
     """Train, evaluate, log and register one model on the context's snapshot."""
     from training.tuning import tune
 
+    # First, so that a push that must succeed stops the run before any training, and the
+    # hash the run records is that of the folder the data is then read from.
+    data_version = tracking.publish_snapshot(ctx.snapshot_dir)
     frames = load_frames(ctx)
     data = spec.prepare(ctx, frames)
     trials = ctx.trials or spec.default_trials(ctx)
@@ -112,14 +130,18 @@ def train_and_log(
     mlflow.set_experiment(experiment_id=experiment_id)
     with mlflow.start_run(run_name=f"{spec.key}-{ctx.as_of:%Y%m%d-%H%M}") as run:
         mlflow.set_tags(
-            tracking.lineage(ctx.data_dir) | {"model": spec.name, "trials": str(trials)}
+            tracking.lineage(ctx.snapshot_dir)
+            | data_version
+            | {"model": spec.name, "trials": str(trials)}
         )
         section = spec.key.replace("-", "_")
         mlflow.log_params(
             tracking.flat_params({section: ctx.params.get(section, {})})
             | {"seed": ctx.seed, "students_sample": ctx.students or "all"}
         )
-        mlflow.log_artifact(str(get_settings().params_file))
+        mlflow.log_text(
+            tracking.params_text(ctx.params, get_settings().params_file), PARAMS_ARTIFACT
+        )
         gate_report = report_path(ctx.data_dir)
         if gate_report.exists():  # the data gate's verdict on the snapshot trained on
             mlflow.log_artifact(str(gate_report), artifact_path="data_gate")
@@ -187,8 +209,8 @@ def evaluate_registered(
     spec: ModelSpec, ctx: TrainingContext, model_uri: str, out_dir: Path
 ) -> tuple[dict[str, Any], str]:
     """Score a registered version (`models:/name@alias` or `models:/name/version`) on the
-    current snapshot's hold-out next to the baselines; write the JSON and Markdown report
-    to `out_dir`."""
+    hold-out of the context's snapshot next to the baselines, as training scored it; write
+    the JSON and Markdown report to `out_dir`."""
     from mlflow.exceptions import MlflowException
 
     tracking.configure()

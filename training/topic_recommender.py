@@ -872,6 +872,12 @@ class TopicRecommenderSpec:
         report, _ = evaluate(predict, data, p, ctx.seed, truth)
         return report, report_markdown(report, data, p)
 
+    def registered_sections(self, report: dict[str, Any]) -> dict[str, str]:
+        """The sections of a training run's report that score the registered version as
+        `evaluate` does (`prepiq reproduce`): all but the ablation (another scorer, fitted
+        without the collaborative part) and the cross-validation score."""
+        return {k: k for k in report if k not in ("ablation_without_cf", "cv_ndcg")}
+
     def slice_reports(
         self,
         ctx: TrainingContext,
