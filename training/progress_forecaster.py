@@ -351,6 +351,7 @@ Inputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 # The daily channels that measure study: the network sees them only through its
 # monotone study term (`ForecastNet`), never through the LSTM or the head.
 STUDY_CHANNELS = (MINUTES, LOGINS)
+STUDY_WEIGHT_START = -4.0  # softplus(-4) = 0.018
 
 
 def model_inputs(sequence: np.ndarray, static: np.ndarray) -> Inputs:
@@ -458,8 +459,12 @@ class ForecastNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_size, horizons * quantiles),
         )
-        self.study_weight = nn.Parameter(torch.zeros(horizons, study))  # softplus: > 0
-        self.study_gain = nn.Linear(hidden_size + facts, horizons)  # softplus: > 0
+        # Both through softplus (> 0). Started small and context-free: a growth target is
+        # a few hundredths, and nine standardised inputs at full weight would swamp it.
+        self.study_weight = nn.Parameter(torch.full((horizons, study), STUDY_WEIGHT_START))
+        self.study_gain = nn.Linear(hidden_size + facts, horizons)
+        nn.init.zeros_(self.study_gain.weight)
+        nn.init.zeros_(self.study_gain.bias)
 
     def forward(self, daily: Tensor, facts: Tensor, study: Tensor) -> Tensor:
         states, _ = self.lstm(daily)
