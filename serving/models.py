@@ -230,6 +230,7 @@ class ModelSet:
         self._models: dict[str, ServedModel] = {}
         self._availability = {key: Availability(key, "loading") for key in SPECS}
         self._refresh_lock = threading.Lock()
+        self._remembered: Aliases | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
@@ -282,7 +283,9 @@ class ModelSet:
             except Exception as exc:  # any failure: the remembered aliases, said so
                 error = f"{type(exc).__name__}: {exc}"
             else:
-                model_store.remember_aliases(aliases)
+                if aliases != self._remembered:  # a file write per change, not per poll
+                    model_store.remember_aliases(aliases)
+                    self._remembered = aliases
                 return client, aliases, "registry"
         remembered = model_store.remembered_aliases()
         if remembered is not None:
