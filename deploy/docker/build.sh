@@ -11,7 +11,9 @@
 # 3. `docker build --network=host`: the build's pip reaches that server and PyPI as the
 #    host does.
 # Settings, all optional: DOCKER, TAG (default prepiq-TARGET), PYTHON_IMAGE (a base to use
-# instead of the local one; not made), TORCH_WHEEL_DIR (where the torch wheel lies).
+# instead of the local one; not made), TORCH_WHEEL_DIR (where the torch wheel lies),
+# WHEEL_PORT (the wheel server's port, default 47113: fixed, because the URL is a build
+# argument and a new one rebuilds every layer after it; a taken port falls back to any).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -39,7 +41,12 @@ if [ -n "$wheel" ]; then
     # Only the torch wheel, so pip finds nothing else there.
     served=$(mktemp -d /tmp/prepiq-wheels.XXXXXX)
     ln -s "$wheel" "$served/"
-    python3 -u -m http.server --bind 127.0.0.1 --directory "$served" 0 >"$served.log" 2>&1 &
+    port=${WHEEL_PORT:-47113}
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then
+        echo "127.0.0.1:$port is taken: serving the wheel on another port (no cached layers)"
+        port=0
+    fi
+    python3 -u -m http.server --bind 127.0.0.1 --directory "$served" "$port" >"$served.log" 2>&1 &
     server=$!
     trap 'kill "$server" 2>/dev/null; rm -rf "$served" "$served.log"' EXIT
     port=
