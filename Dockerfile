@@ -1,10 +1,16 @@
-# syntax=docker/dockerfile:1
 # PrepIQ ML platform images, one target each:
 #   docker build --target serving  -t prepiq-serving .    the BentoML service (serving deps only)
 #   docker build --target training -t prepiq-training .   a Prefect worker with the training stack
 #                                                          (also runs the MLflow and Prefect servers)
 # A builder stage fills a venv at /opt/venv; each runtime stage copies it into a fresh slim
 # image, so pip's cache and the build steps stay behind.
+# No `# syntax=` line: Docker's built-in BuildKit frontend (20.10 on) handles every
+# instruction here, and fetching another from a registry fails where none can be reached.
+# Build arguments (deploy/docker/build.sh sets them where no registry can be reached):
+#   PYTHON_IMAGE         the base: Python 3.11 on Debian bookworm with `python` on PATH
+#                        (deploy/docker/base-image.sh makes local/python:3.11-bookworm)
+#   PIP_EXTRA_INDEX_URL  where torch 2.13.0+cpu comes from: PyTorch's CPU index, or empty
+#   PIP_FIND_LINKS       a folder or page holding the torch wheel instead (empty: none)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS base
@@ -19,9 +25,17 @@ WORKDIR /opt/prepiq
 RUN useradd --create-home --uid 10001 --user-group prepiq
 
 FROM base AS builder
-# The locks pin torch 2.13.0+cpu, which only PyTorch's CPU index serves (PyPI's torch is
-# the multi-GB CUDA build); every other package comes from PyPI.
-ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+# The locks pin torch 2.13.0+cpu, which PyPI lacks (its torch is the multi-GB CUDA build):
+# PyTorch's CPU index serves it, or a local wheel through PIP_FIND_LINKS. Every other
+# package comes from PyPI. ENV, not ARG alone: the builder stages below inherit it, and
+# only the runtime stages, which start from base, are shipped. PIP_RETRIES=0 fails fast
+# on an index that does not answer.
+ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_FIND_LINKS=
+ARG PIP_RETRIES=5
+ENV PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL} \
+    PIP_FIND_LINKS=${PIP_FIND_LINKS} \
+    PIP_RETRIES=${PIP_RETRIES}
 RUN python -m venv /opt/venv
 
 # -- serving: what `prepiq serve` imports, nothing of training's or the pipelines' stack --
