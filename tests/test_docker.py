@@ -1,8 +1,9 @@
-"""What can be checked of the images and the compose stack without a Docker engine (none
-runs here): hadolint on the Dockerfile, each target's promises read with BuildKit's own
-parser (the `dockerfile` package), and `docker-compose config` (Compose's client-side
-validation and interpolation) on every environment's env file. The serving target's
-dependency set is proven by tests/test_serving_image.py."""
+"""What can be checked of the images and the compose stack without a Docker engine:
+hadolint on the Dockerfile, each target's promises read with BuildKit's own parser (the
+`dockerfile` package), and `docker-compose config` (Compose's client-side validation and
+interpolation) on every environment's env file. The serving target's dependency set is
+proven by tests/test_serving_image.py; the image itself is built and run on a real engine
+by tests/test_docker_image.py."""
 
 from __future__ import annotations
 
@@ -84,8 +85,14 @@ def test_serving_target_is_non_root_healthchecked_and_keeps_the_store_on_a_volum
     installs = " ".join(" ".join(v) for v in values(builder, "RUN"))
     assert "-r requirements-serving.lock" in installs and "requirements.lock" not in installs
     assert "torch==2.13.0+cpu" in installs
+    # The torch source is a build argument (PyTorch's CPU index unless a build with no
+    # registry in reach points PIP_FIND_LINKS at a local wheel), passed on to pip.
+    arguments = dict(v[0].split("=", 1) for v in values(all_stages["builder"], "ARG"))
+    assert arguments["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert arguments["PIP_FIND_LINKS"] == ""
     index = dict(zip(*[iter(values(all_stages["builder"], "ENV")[0])] * 2, strict=True))
-    assert index["PIP_EXTRA_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert index["PIP_EXTRA_INDEX_URL"] == "${PIP_EXTRA_INDEX_URL}"
+    assert index["PIP_FIND_LINKS"] == "${PIP_FIND_LINKS}"
     copied = values(serving, "COPY")  # the venv and the source, nothing of the builders'
     assert {v[0] for v in copied} == {"/opt/venv", "/opt/prepiq"}, copied
     assert all("--from=serving-builder" in c.flags for c in serving if c.cmd == "COPY")
