@@ -18,8 +18,10 @@ from typing import Any
 
 import httpx
 import jwt
+from sqlalchemy import create_engine, select
 
 from core.config import get_settings
+from features.schema import ModelPrediction
 from synthetic.small_source import write_small_source_params
 from tests.conftest import END_DATE
 
@@ -190,3 +192,15 @@ def answers(url: str) -> bool:
         return httpx.get(url, timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]:
+    """The `model_predictions` rows of these requests (a fresh connection each time)."""
+    engine = create_engine(url)
+    table = ModelPrediction.__table__
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table).where(table.c.request_id.in_(request_ids)))
+            return [dict(r) for r in rows.mappings()]
+    finally:
+        engine.dispose()

@@ -28,17 +28,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine
 
 from core.config import OFFLINE_ENV, PROJECT_ROOT, get_settings
 from core.net import free_port
-from features.schema import ModelPrediction
 from tests.conftest import END_DATE, migrated_engine
 from tests.serving_support import (
     ServingRun,
     as_service,
     service_env,
     started,
+    stored_predictions,
     train,
     write_small_params,
 )
@@ -201,18 +201,6 @@ def champions(
             get_settings.cache_clear()
             tracking.configure()
         yield Champions(source_url, tracking_uri, versions)
-
-
-def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]:
-    """The `model_predictions` rows of these requests (a fresh connection each time)."""
-    engine = create_engine(url)
-    table = ModelPrediction.__table__
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(table).where(table.c.request_id.in_(request_ids)))
-            return [dict(r) for r in rows.mappings()]
-    finally:
-        engine.dispose()
 
 
 def container_env(champions: Champions) -> dict[str, str]:

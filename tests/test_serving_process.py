@@ -33,13 +33,11 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from sqlalchemy import create_engine, select
 from starlette.testclient import TestClient
 
 from core.config import PROJECT_ROOT, get_settings
 from core.exceptions import ConfigError
 from core.net import free_port
-from features.schema import ModelPrediction
 from registry import model_store
 from registry.aliases import all_aliases
 from tests.serving_support import (
@@ -52,6 +50,7 @@ from tests.serving_support import (
     fetch_to_store,
     make_champion,
     service_env,
+    stored_predictions,
     train,
 )
 from training.models import MODELS
@@ -59,18 +58,6 @@ from training.models import MODELS
 FOCUS = "focus-area"
 READY_TIMEOUT_S = 180.0
 SHUTDOWN_TIMEOUT_S = 60.0
-
-
-def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]:
-    """The `model_predictions` rows of these requests (a fresh connection each time)."""
-    engine = create_engine(url)
-    table = ModelPrediction.__table__
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(table).where(table.c.request_id.in_(request_ids)))
-            return [dict(r) for r in rows.mappings()]
-    finally:
-        engine.dispose()
 
 
 def admin_user() -> dict[str, str]:
