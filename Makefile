@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv train seed test lint typecheck pytest lock lock-serving bench-seed bench-ingest clean
+.PHONY: venv train seed test lint typecheck pytest test-services lock lock-serving bench-seed bench-ingest clean
 
 venv: $(STAMP)
 
@@ -36,7 +36,12 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+# PostgreSQL, Redis, chromium and the container engine the tests use: installed (as root)
+# or started when missing, so `make test` alone passes on a fresh machine.
+test-services:
+	bash deploy/machine/test-services.sh
+
+pytest: venv test-services
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         description="Model keys /readyz waits for, comma-separated (default: all four). "
         "Models not listed serve when they can; their routes answer 503 until then.",
     )
+    serving_source_check_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long /readyz reuses its check that the source database answers; "
+        "a request that finds the source down marks it down at once.",
+    )
     serving_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     serving_request_timeout_seconds: float = Field(default=10.0, gt=0)
     serving_max_concurrency: int = Field(

@@ -74,6 +74,13 @@ class ReloadFailedError(ServingError):
     code = "reload_failed"
 
 
+class SourceDownError(ServingError):
+    """The source database cannot be reached: retry later (503, with Retry-After)."""
+
+    status = 503
+    code = "source_unavailable"
+
+
 class RateLimitedError(ServingError):
     """Over the caller's rate limit (429, with Retry-After)."""
 

@@ -395,12 +395,22 @@ class ModelAvailability(BaseModel):
     since: datetime = Field(description="When the model entered this state.")
 
 
+class SourceReadiness(BaseModel):
+    """Whether the source database answered its last check."""
+
+    reachable: bool
+    reason: str | None = Field(description="Why not, when not reachable.")
+    checked_at: datetime
+
+
 class Readiness(BaseModel):
-    """`/readyz`: 200 when every required model is served, else 503; each model's state."""
+    """`/readyz`: 200 when every required model is served and the source database
+    answers, else 503; each model's state."""
 
     ready: bool
     required: list[str] = Field(description="Model keys that must be served for ready.")
     models: list[ModelAvailability]
+    source: SourceReadiness
 
 
 class ModelsStatusResponse(BaseModel):

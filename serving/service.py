@@ -52,10 +52,12 @@ from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
 from serving.online_features import OnlineFeatures  # noqa: E402
 from serving.prediction_log import PredictionLog  # noqa: E402
 from serving.security import Principal  # noqa: E402
+from serving.source import SourceHealth  # noqa: E402
 from serving.stats import ModelStats  # noqa: E402
 
 log = get_logger("prepiq.serving")
 Req = TypeVar("Req", bound=BaseModel)
+T = TypeVar("T")
 Predictor = Callable[[ServedModel, OnlineFeatures, Any], predictors.Prediction]
 DASHBOARD_TOP = 5
 STATUS_ROUTE = "/api/v1/ml/models/status"
@@ -105,6 +107,7 @@ class PrepIQService:
         set_component("service")  # label this process's database metrics
         engine = get_engine(pooled=True)
         self.started_at = datetime.now(UTC)
+        self.source = SourceHealth(engine, settings.serving_source_check_seconds)
         self.models = ModelSet(
             settings.resolved_tracking_uri, settings.serving_required_models, _report_served
         )
@@ -147,7 +150,7 @@ class PrepIQService:
         return store
 
     def __is_ready__(self) -> bool:
-        return self.models.ready
+        return self.models.ready and self.source.state.reachable
 
     @bentoml.on_shutdown
     def flush_prediction_log(self) -> None:
@@ -237,9 +240,7 @@ class PrepIQService:
             )
         started = time.perf_counter()
         try:
-            prediction = await anyio.to_thread.run_sync(
-                predict, model, self.features, body, limiter=self.threads
-            )
+            prediction = await self._read(predict, model, self.features, body)
         except Exception as exc:
             self.stats[key].record(1000 * (time.perf_counter() - started), ok=False)
             metrics.record_error(key, exc.status if isinstance(exc, ServingError) else 500)
@@ -318,12 +319,21 @@ class PrepIQService:
             for key in SPECS
         ]
 
-    def readiness(self) -> schemas.Readiness:
-        """The `/readyz` document."""
+    async def readiness(self) -> schemas.Readiness:
+        """The `/readyz` document: ready when every required model is served and the
+        source answers (checked at most every `serving_source_check_seconds`)."""
+        source = await anyio.to_thread.run_sync(self.source.current)
         return schemas.Readiness(
-            ready=self.models.ready,
+            ready=self.models.ready and source.reachable,
             required=list(self.models.required),
             models=self.availability(),
+            source=schemas.SourceReadiness(**asdict(source)),
+        )
+
+    async def _read(self, read: Callable[..., T], *args: Any) -> T:
+        """`read(*args)` in an inference thread; a source it cannot reach is a 503."""
+        return await anyio.to_thread.run_sync(
+            self.source.call, lambda: read(*args), limiter=self.threads
         )
 
     @views.get("/users/{user_id}/progress", response_model=schemas.UserProgressView)
@@ -333,9 +343,7 @@ class PrepIQService:
         forecast = await self._view(
             request, "progress-forecaster", body, predictors.predict_progress
         )
-        history = await anyio.to_thread.run_sync(
-            self.features.completion_history, user_id, limiter=self.threads
-        )
+        history = await self._read(self.features.completion_history, user_id)
         return schemas.UserProgressView(
             user_id=user_id,
             history=[
@@ -379,9 +387,7 @@ class PrepIQService:
         assert isinstance(progress, schemas.ProgressResponse)
         assert isinstance(focus, schemas.FocusAreasResponse)
         assert isinstance(recommended, schemas.RecommendResponse)
-        student = await anyio.to_thread.run_sync(
-            self.features.student_rows, checked, (), limiter=self.threads
-        )
+        student = await self._read(self.features.student_rows, checked, ())
         row = student["users"].iloc[0]
         return schemas.DashboardView(
             user_id=checked,
@@ -396,7 +402,7 @@ class PrepIQService:
     async def user_predictions(self, user_id: str, request: Request) -> schemas.UserPredictionsView:
         """The student's stored predictions, newest first (the last 50)."""
         checked = _checked_user(request, user_id)
-        rows = await anyio.to_thread.run_sync(self._stored_predictions, checked)
+        rows = await self._read(self._stored_predictions, checked)
         return schemas.UserPredictionsView(user_id=checked, predictions=rows)
 
     def _stored_predictions(self, user_id: str) -> list[schemas.StoredPrediction]:
@@ -494,7 +500,7 @@ class Readiness:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == self.PATH and scope["method"] == "GET":
-            document = bentoml.get_current_service().readiness()
+            document = await bentoml.get_current_service().readiness()
             status = 200 if document.ready else 503
             response = Response(document.model_dump_json(), status, media_type="application/json")
             await response(scope, receive, send)

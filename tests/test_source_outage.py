@@ -1,0 +1,104 @@
+"""The source database going away under a real `prepiq serve`, and coming back.
+
+The service reads a real PostgreSQL (seeded as the served run's SQLite source, so the
+models fit it) through a proxy the test cuts: new connections are refused and the held
+ones reset, as when the database is down. Requests that need the source then answer 503
+`source_unavailable` with Retry-After (never a 500), `/readyz` says the source is down
+while `/livez` stays up, and once the proxy listens again the service answers by itself."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pandas as pd
+from sqlalchemy import make_url
+
+from core.config import PROJECT_ROOT, get_settings
+from core.net import free_port
+from synthetic.generator import seed_source
+from tests.conftest import END_DATE, migrated_engine
+from tests.serving_support import as_service, service_env, started
+from tests.tcp_proxy import CuttableProxy
+
+OUTAGE_TIMEOUT_S = 60.0
+
+
+def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
+    served_models: str, make_pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = make_pg_database()
+    engine = migrated_engine(url)
+    seed_source(  # the served run's source (tests/conftest.py: seeded_sqlite), on PostgreSQL
+        engine, students=300, seed=7, days=120, end_date=END_DATE, truth_dir=tmp_path / "truth"
+    )
+    student = str(pd.read_sql("SELECT id FROM users ORDER BY id LIMIT 1", engine)["id"][0])
+    engine.dispose()
+    target = make_url(url)
+    with CuttableProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        settings = get_settings()
+        env = {
+            **os.environ,
+            **service_env(proxied),
+            "PREPIQ_HOME": str(settings.home),
+            "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+            "PREPIQ_SERVING_SOURCE_CHECK_SECONDS": "0.5",
+            "PREPIQ_DB_CONNECT_TIMEOUT_SECONDS": "2",
+        }
+        command = [
+            sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
+            "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT),
+        ]  # fmt: skip
+        statuses: Counter[int] = Counter()
+        with (
+            started(command, env, tmp_path / "serve.log", f"{base}/readyz"),
+            httpx.Client(base_url=base, headers=as_service(), timeout=30) as http,
+        ):
+
+            def progress() -> httpx.Response:
+                answer = http.get(f"/api/v1/users/{student}/progress")
+                statuses[answer.status_code] += 1
+                return answer
+
+            def until(done: Callable[[], bool]) -> float:
+                began = time.monotonic()
+                while not done():
+                    assert time.monotonic() - began < OUTAGE_TIMEOUT_S, statuses
+                    time.sleep(0.05)
+                return time.monotonic() - began
+
+            assert progress().status_code == 200
+            proxy.cut()
+            to_503 = until(lambda: progress().status_code == 503)
+            down = progress()
+            body = down.json()
+            assert body["code"] == "source_unavailable", body
+            assert "source database unavailable" in body["error"]
+            assert int(down.headers["retry-after"]) > 0
+            assert body["request_id"] == down.headers["x-request-id"]
+            focus = http.post("/api/v1/ml/predict/focus-areas", json={"user_id": student})
+            assert focus.status_code == 503 and focus.json()["code"] == "source_unavailable"
+            readyz_down = until(lambda: http.get("/readyz").status_code == 503)
+            ready = http.get("/readyz").json()
+            assert ready["ready"] is False and ready["source"]["reachable"] is False
+            assert ready["source"]["reason"], ready
+            assert all(m["state"] == "served" for m in ready["models"]), ready  # only the source
+            assert http.get("/livez").status_code == 200
+
+            proxy.restore()
+            back = until(lambda: progress().status_code == 200)
+            readyz_back = until(lambda: http.get("/readyz").status_code == 200)
+            assert http.get("/readyz").json()["source"]["reachable"] is True
+            print(
+                f"source cut -> 503: {to_503:.2f} s, /readyz 503 {readyz_down:.2f} s later; "
+                f"restored -> 200: {back:.2f} s, /readyz 200 {readyz_back:.2f} s later"
+            )
+        assert set(statuses) <= {200, 503}, statuses  # never a 500
