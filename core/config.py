@@ -144,6 +144,18 @@ class Settings(BaseSettings):
         description="How long /readyz reuses its check that the source database answers; "
         "a request that finds the source down marks it down at once.",
     )
+    serving_alert_window_seconds: float = Field(
+        default=300.0, gt=0, description="The window the serving alarms look at."
+    )
+    serving_alert_error_rate: float = Field(
+        default=0.05, ge=0, le=1, description="Share of API requests answered 5xx that alerts."
+    )
+    serving_alert_p99_ms: float = Field(
+        default=1000.0, gt=0, description="p99 latency of API requests past which it alerts."
+    )
+    serving_alert_min_requests: int = Field(
+        default=20, ge=1, description="Requests a window needs before it can alert."
+    )
     serving_max_body_bytes: int = Field(default=1_048_576, ge=1024)
     serving_request_timeout_seconds: float = Field(default=10.0, gt=0)
     serving_max_concurrency: int = Field(

@@ -142,8 +142,26 @@ def _field_of(location: Any) -> str | None:
 def normalise(status: int, body: bytes, request_id: str | None) -> JSONResponse:
     """Rewrite an error answered by a framework layer (BentoML's input validation,
     FastAPI's, Starlette's 404/405) into the one shape, keeping what it said."""
+    ours = _ours(body)
+    if ours is not None:  # a ServingError a view answered: keep its code (e.g. 503s differ)
+        return error_response(
+            status, str(ours.get("error")), ours.get("code"), ours.get("field"), request_id
+        )
     message, field = _framework_message(status, body)
     return error_response(status, message, field=field, request_id=request_id)
+
+
+def _ours(body: bytes) -> dict[str, Any] | None:
+    """The body when it is already in the one error shape."""
+    try:
+        data: Any = json.loads(body) if body else None
+    except ValueError:
+        return None
+    if isinstance(data, list) and data:  # BentoML wraps some errors in a 1-tuple
+        data = data[0]
+    if isinstance(data, dict) and data.get("code") and "request_id" in data:
+        return data
+    return None
 
 
 def _framework_message(status: int, body: bytes) -> tuple[str, str | None]:
@@ -153,8 +171,6 @@ def _framework_message(status: int, body: bytes) -> tuple[str, str | None]:
         data = None
     if isinstance(data, list) and data:  # BentoML wraps some errors in a 1-tuple
         data = data[0]
-    if isinstance(data, dict) and data.get("code") and "request_id" in data:
-        return str(data.get("error")), data.get("field")  # already ours
     details = data.get("detail") if isinstance(data, dict) else None
     if isinstance(details, list) and details and isinstance(details[0], dict):
         first = details[0]

@@ -10,9 +10,17 @@ folder and every worker's samples reach the one `/metrics` answer.
     prepiq_model_latency_seconds{model}                    histogram (buckets below)
     prepiq_model_served_version{model, name, version}      gauge: 1 served, 0 replaced
     prepiq_materialised_lookups_total{kind, result}        counter: hit or miss
+    prepiq_http_requests_total{route, status}              counter: every API answer
+    prepiq_http_request_duration_seconds{route}            histogram: as the caller saw it
+
+The two `prepiq_http_*` are counted by the gateway, after it shaped the answer, so they
+count what callers got (a model error BentoML answers 500 is counted as the gateway's
+503 or 4xx). deploy/prometheus/alerts.yml alerts on them.
 """
 
 from __future__ import annotations
+
+import re
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -48,6 +56,43 @@ MATERIALISED = Counter(
     "by kind of input and result (hit: read from memory; miss: built on request).",
     labelnames=["kind", "result"],
 )
+
+
+HTTP_REQUESTS = Counter(
+    name="prepiq_http_requests_total",
+    documentation="API requests answered, by route (ids replaced) and HTTP status.",
+    labelnames=["route", "status"],
+)
+HTTP_LATENCY = Histogram(
+    name="prepiq_http_request_duration_seconds",
+    documentation="API request duration as the caller saw it, by route (ids replaced).",
+    labelnames=["route"],
+    buckets=LATENCY_BUCKETS,
+)
+_USER_ROUTE = re.compile(r"^/api/v1/users/[^/]+/([a-z-]+)$")
+# The API's routes (serving.service): any other path is counted as "other", so a
+# scanner's paths never each become a series.
+ROUTES = frozenset(
+    [
+        *(f"/api/v1/ml/{r}" for r in ("predict/progress", "predict/focus-areas",
+                                      "recommend/topics", "rank/questions",
+                                      "models/status", "models/reload")),
+        *(f"/api/v1/users/{{user_id}}/{v}" for v in ("progress", "recommendations",
+                                                   "dashboard", "predictions")),
+    ]
+)  # fmt: skip
+
+
+def route_label(path: str) -> str:
+    """The route a path belongs to, with the user id replaced; "other" when unknown."""
+    route = _USER_ROUTE.sub(r"/api/v1/users/{user_id}/\1", path)
+    return route if route in ROUTES else "other"
+
+
+def record_request(path: str, status: int, seconds: float) -> None:
+    route = route_label(path)
+    HTTP_REQUESTS.labels(route=route, status=str(status)).inc()
+    HTTP_LATENCY.labels(route=route).observe(seconds)
 
 
 def record_success(key: str, version: str, seconds: float) -> None:

@@ -26,6 +26,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
 from core.logging import get_logger
+from serving import metrics
+from serving.alarms import ServingAlarms
 from serving.errors import (
     OverloadedError,
     RateLimitedError,
@@ -58,6 +60,7 @@ class Gateway:
         self.timeout = settings.serving_request_timeout_seconds
         self.max_in_flight = settings.serving_max_concurrency
         self.in_flight = 0
+        self.alarms = ServingAlarms.from_settings(settings)
         self.auth = Authenticator(settings)
         self.rate = parse(settings.serving_rate_limit)
         # Two counters per caller (this window and the last, weighted), not a moving
@@ -88,14 +91,18 @@ class Gateway:
                 await response.send_error(
                     error_response(500, "internal error", request_id=request_id)
                 )
+            ms = 1000 * (time.perf_counter() - started)
             log.info(
                 "request",
                 method=scope["method"],
                 path=scope["path"],
                 status=response.status,
-                ms=round(1000 * (time.perf_counter() - started), 2),
+                ms=round(ms, 2),
                 caller=caller,
             )
+            if scope["path"].startswith(PROTECTED_PREFIX):
+                metrics.record_request(scope["path"], response.status, ms / 1000)
+                self.alarms.observe(response.status, ms)
 
     async def _handle(
         self, scope: Scope, receive: Receive, response: _ResponseWriter, headers: dict[str, str]

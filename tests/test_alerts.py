@@ -12,9 +12,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.pyfunc.model import PythonModel
 
+from core.alerts import send_alert
 from core.config import Settings, get_settings
 from core.exceptions import ConfigError, DataValidationError
-from pipelines.alerts import send_alert
 from pipelines.ingest import ingest_flow
 from pipelines.train import train_flow
 from prepiq.cli import main

@@ -136,6 +136,16 @@ def test_compose_config_is_valid_for_each_environment(environment: str, tmp_path
     serving = services["serving"]
     assert serving["environment"]["PREPIQ_SERVING_RATE_LIMIT_STORAGE"].startswith("redis://redis:")
     assert serving["depends_on"]["redis"]["condition"] == "service_healthy"
+    # Prometheus scrapes serving and evaluates the rules tests/test_monitoring_rules.py
+    # checks; Grafana loads the serving dashboard; serving's own alarms use the webhook.
+    prometheus = {v["target"]: v["source"] for v in services["prometheus"]["volumes"]}
+    assert Path(prometheus["/etc/prometheus"]) == PROJECT_ROOT / "deploy" / "prometheus"
+    grafana = {v["target"]: v["source"] for v in services["grafana"]["volumes"]}
+    assert (
+        Path(grafana["/var/lib/grafana/dashboards"])
+        == PROJECT_ROOT / "deploy" / "grafana" / "dashboards"
+    )
+    assert "PREPIQ_ALERT_WEBHOOK_URL" in serving["environment"]
     # dev seeds the PostgreSQL stand-in; prod never touches the app's database.
     assert ("seed" in services) == (environment == "dev")
 

@@ -4,7 +4,8 @@ The service reads a real PostgreSQL (seeded as the served run's SQLite source, s
 models fit it) through a proxy the test cuts: new connections are refused and the held
 ones reset, as when the database is down. Requests that need the source then answer 503
 `source_unavailable` with Retry-After (never a 500), `/readyz` says the source is down
-while `/livez` stays up, and once the proxy listens again the service answers by itself."""
+while `/livez` stays up, the 5xx share alerts through the webhook, and once the proxy
+listens again the service answers by itself (and the alarm clears)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sqlalchemy import make_url
 from core.config import PROJECT_ROOT, get_settings
 from core.net import free_port
 from synthetic.generator import seed_source
+from tests.alert_inbox import Inbox
 from tests.conftest import END_DATE, migrated_engine
 from tests.serving_support import as_service, service_env, started
 from tests.tcp_proxy import CuttableProxy
@@ -30,7 +32,7 @@ OUTAGE_TIMEOUT_S = 60.0
 
 
 def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
-    served_models: str, make_pg_database: Callable[[], str], tmp_path: Path
+    served_models: str, make_pg_database: Callable[[], str], alert_inbox: Inbox, tmp_path: Path
 ) -> None:
     url = make_pg_database()
     engine = migrated_engine(url)
@@ -50,8 +52,12 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
             **service_env(proxied),
             "PREPIQ_HOME": str(settings.home),
             "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
+            "PREPIQ_SERVING_RATE_LIMIT": "100000/minute",  # the test polls, fast
             "PREPIQ_SERVING_SOURCE_CHECK_SECONDS": "0.5",
             "PREPIQ_DB_CONNECT_TIMEOUT_SECONDS": "2",
+            "PREPIQ_ALERT_WEBHOOK_URL": alert_inbox.url,
+            "PREPIQ_SERVING_ALERT_WINDOW_SECONDS": "10",  # checked every second
+            "PREPIQ_SERVING_ALERT_MIN_REQUESTS": "5",
         }
         command = [
             sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
@@ -90,13 +96,20 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
             ready = http.get("/readyz").json()
             assert ready["ready"] is False and ready["source"]["reachable"] is False
             assert ready["source"]["reason"], ready
-            assert all(m["state"] == "served" for m in ready["models"]), ready  # only the source
+            assert all(m["state"] == "serving" for m in ready["models"]), ready  # only the source
             assert http.get("/livez").status_code == 200
+            until(lambda: progress() is not None and "serving_errors" in alert_inbox.events())
+            alarm = alert_inbox.received[alert_inbox.events().index("serving_errors")]
+            assert alarm["details"]["state"] == "firing", alarm
 
             proxy.restore()
             back = until(lambda: progress().status_code == 200)
             readyz_back = until(lambda: http.get("/readyz").status_code == 200)
             assert http.get("/readyz").json()["source"]["reachable"] is True
+            until(
+                lambda: progress() is not None and alert_inbox.events().count("serving_errors") == 2
+            )
+            assert alert_inbox.received[-1]["details"]["state"] == "resolved"
             print(
                 f"source cut -> 503: {to_503:.2f} s, /readyz 503 {readyz_down:.2f} s later; "
                 f"restored -> 200: {back:.2f} s, /readyz 200 {readyz_back:.2f} s later"

@@ -5,7 +5,8 @@
 #     databases on them; tests/test_rate_limit_storage.py counts in Redis);
 #   - Debian's chromium (tests/test_mlflow_ui.py);
 #   - docker.io and debootstrap (tests/test_docker_image.py builds the serving image with
-#     no registry; it skips, saying why, where no engine can start).
+#     no registry; it skips, saying why, where no engine can start);
+#   - promtool, from Debian's prometheus (tests/test_monitoring_rules.py).
 # Without root it only starts what is installed and says what is missing.
 set -euo pipefail
 
@@ -17,6 +18,7 @@ have redis-server || need_packages+=(redis-server)
 [ -x /usr/bin/chromium ] || need_packages+=(chromium)
 have dockerd || need_packages+=(docker.io)
 have debootstrap || need_packages+=(debootstrap)
+have promtool || need_packages+=(prometheus)
 
 if [ ${#need_packages[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then
