@@ -188,6 +188,25 @@ class Settings(BaseSettings):
     )
     serving_log_batch_size: int = Field(default=200, ge=1)
     serving_log_flush_seconds: float = Field(default=1.0, gt=0)
+    serving_log_retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between failed prediction-log inserts."
+    )
+    serving_spool: bool = Field(
+        default=True,
+        description="Answer a prediction only once its log row is fsynced to the local spool "
+        "(no prediction lost on a crash); off, rows wait in memory only.",
+    )
+    serving_spool_dir: Path | None = Field(
+        default=None,
+        description="Folder of the prediction spool (one file set per worker; spools of dead "
+        "workers are replayed from here). Default: PREPIQ_HOME/serving-spool.",
+    )
+    serving_spool_max_bytes: int = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        description="Spool size per worker past which new rows are dropped (counted) while "
+        "the database stays down.",
+    )
 
     # Database upkeep and alerting.
     alert_webhook_url: str | None = Field(
@@ -232,6 +251,11 @@ class Settings(BaseSettings):
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI, defaulting to a SQLite store under PREPIQ_HOME."""
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        """Where the service's prediction spool lives."""
+        return (self.serving_spool_dir or self.home / "serving-spool").expanduser().resolve()
 
     @property
     def ground_truth_dir(self) -> Path:

@@ -444,6 +444,9 @@ class ModelPrediction(Base):
         Index(None, "user_id", "created_at"),
         Index(None, "model_name", "created_at"),
         Index(None, "created_at"),
+        # One row per model answer: the service's log inserts are idempotent on it, so a
+        # spool replayed after a crash stores nothing twice (serving.prediction_log).
+        Index(None, "request_id", "model_name", "created_at", unique=True),
     )
 
 

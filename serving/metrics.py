@@ -12,6 +12,9 @@ folder and every worker's samples reach the one `/metrics` answer.
     prepiq_materialised_lookups_total{kind, result}        counter: hit or miss
     prepiq_http_requests_total{route, status}              counter: every API answer
     prepiq_http_request_duration_seconds{route}            histogram: as the caller saw it
+    prepiq_prediction_log_rows_total{outcome}              counter: written, replayed, dropped
+    prepiq_prediction_log_write_failures_total             counter
+    prepiq_prediction_log_pending_rows                     gauge (summed over workers)
 
 The two `prepiq_http_*` are counted by the gateway, after it shaped the answer, so they
 count what callers got (a model error BentoML answers 500 is counted as the gateway's
@@ -113,3 +116,32 @@ def record_served(key: str, name: str, version: str, replaced: str | None = None
 
 def record_lookup(kind: str, hit: bool) -> None:
     MATERIALISED.labels(kind=kind, result="hit" if hit else "miss").inc()
+
+
+LOG_ROWS = Counter(
+    name="prepiq_prediction_log_rows_total",
+    documentation="Prediction log rows by outcome: written (inserted into model_predictions), "
+    "replayed (from a dead worker's spool), dropped (lost: memory buffer or spool full).",
+    labelnames=["outcome"],
+)
+LOG_FAILURES = Counter(
+    name="prepiq_prediction_log_write_failures_total",
+    documentation="Failed inserts into model_predictions (each retried after a backoff).",
+)
+LOG_PENDING = Gauge(
+    name="prepiq_prediction_log_pending_rows",
+    documentation="Prediction log rows in memory waiting for the database.",
+    multiprocess_mode="livesum",
+)
+
+
+def record_log_rows(outcome: str, rows: int) -> None:
+    LOG_ROWS.labels(outcome=outcome).inc(rows)
+
+
+def record_log_failure() -> None:
+    LOG_FAILURES.inc()
+
+
+def set_log_pending(rows: int) -> None:
+    LOG_PENDING.set(rows)

@@ -413,6 +413,17 @@ class Readiness(BaseModel):
     source: SourceReadiness
 
 
+class PredictionLogStatus(BaseModel):
+    """This worker's prediction log (`serving.prediction_log`), since it started."""
+
+    written: int = Field(description="Rows inserted into model_predictions.")
+    pending: int = Field(description="Rows in memory waiting for the database.")
+    spooled: int = Field(description="Rows on disk (durable) not yet in the database.")
+    dropped: int = Field(description="Rows lost: memory buffer or spool full.")
+    replayed: int = Field(description="Rows replayed from spools of dead workers.")
+    last_error: str | None = Field(description="The last insert's error; null once one works.")
+
+
 class ModelsStatusResponse(BaseModel):
     """Every served model."""
 
@@ -426,6 +437,7 @@ class ModelsStatusResponse(BaseModel):
     materialised_inputs: MaterialisedInputsStatus | None = Field(
         default=None, description="Null when the store is off."
     )
+    prediction_log: PredictionLogStatus
 
 
 # -- per-user views ----------------------------------------------------------------------

@@ -14,9 +14,12 @@ waiting for a thread hold no thread. torch runs one thread per call (`serving.mo
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -29,6 +32,7 @@ get_settings().apply_environment()  # BENTOML_HOME and the offline switches, bef
 
 import anyio  # noqa: E402
 import bentoml  # noqa: E402
+from bentoml._internal.context import server_context  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 from sqlalchemy import select  # noqa: E402
@@ -50,7 +54,7 @@ from serving.feature_store import MaterialisedInputs  # noqa: E402
 from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
 from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
 from serving.online_features import OnlineFeatures  # noqa: E402
-from serving.prediction_log import PredictionLog  # noqa: E402
+from serving.prediction_log import PredictionLog, Spool  # noqa: E402
 from serving.security import Principal  # noqa: E402
 from serving.source import SourceHealth  # noqa: E402
 from serving.stats import ModelStats  # noqa: E402
@@ -62,6 +66,7 @@ Predictor = Callable[[ServedModel, OnlineFeatures, Any], predictors.Prediction]
 DASHBOARD_TOP = 5
 STATUS_ROUTE = "/api/v1/ml/models/status"
 STORED_PREDICTIONS = 50
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class ClientErrorFilter(logging.Filter):
@@ -78,6 +83,26 @@ class ClientErrorFilter(logging.Filter):
             return exc.status >= 500
         return not isinstance(exc, ValidationError)
 
+
+def _die_with_parent() -> None:
+    """Have the kernel SIGKILL this worker when the `bentoml serve` process that started
+    it dies, even by `kill -9` (Linux's PR_SET_PDEATHSIG); else the worker lives on,
+    orphaned, holding the port, and a restart fails. SIGKILL, not SIGTERM: the port is
+    free at once, and the spool (serving.prediction_log) makes the kill lose nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        log.warning("worker not tied to its parent", errno=ctypes.get_errno())
+    elif os.getppid() != parent:  # the parent died before the call took effect
+        os._exit(1)
+
+
+# Only in a worker (BentoML sets its index before importing this module); the process
+# running `bentoml serve` and the tests' in-process service keep their own lifetimes.
+if server_context.worker_index is not None:
+    _die_with_parent()
 
 logging.getLogger("bentoml._internal.server.http_app").addFilter(ClientErrorFilter())
 views = FastAPI(title="PrepIQ views", docs_url=None, redoc_url=None, openapi_url=None)
@@ -115,7 +140,15 @@ class PrepIQService:
         self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
         self.store = self._materialise(settings)
         self.predictions = PredictionLog(
-            engine, settings.serving_log_batch_size, settings.serving_log_flush_seconds
+            engine,
+            settings.serving_log_batch_size,
+            settings.serving_log_flush_seconds,
+            spool=(
+                Spool(settings.resolved_spool_dir, settings.serving_spool_max_bytes)
+                if settings.serving_spool
+                else None
+            ),
+            retry_max_seconds=settings.serving_log_retry_max_seconds,
         )
         self.stats = {key: ModelStats() for key in SPECS}
         self.threads = anyio.CapacityLimiter(settings.serving_inference_threads)
@@ -249,7 +282,8 @@ class PrepIQService:
         latency_ms = 1000 * seconds
         self.stats[key].record(latency_ms, ok=True)
         metrics.record_success(key, model.version, seconds)
-        self.predictions.record(
+        # Durable before the answer goes (with the spool: awaits the group fsync).
+        await self.predictions.record(
             model_name=model.name,
             model_version=model.version,
             user_id=prediction.user_id,
@@ -310,6 +344,9 @@ class PrepIQService:
             models=models,
             availability=self.availability(),
             materialised_inputs=store,
+            prediction_log=schemas.PredictionLogStatus.model_validate(
+                asdict(self.predictions.status())
+            ),
         )
 
     def availability(self) -> list[schemas.ModelAvailability]:

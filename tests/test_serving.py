@@ -5,6 +5,7 @@ input answered 4xx naming the field in the one error shape, and the prediction l
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import uuid
@@ -498,17 +499,21 @@ def test_the_prediction_log_keeps_rows_while_the_database_is_down(tmp_path: Path
 
     broken = get_engine(f"sqlite:///{tmp_path / 'missing' / 'no-tables.db'}")
     log = PredictionLog(broken, batch_size=1000, flush_seconds=3600)
-    for i in range(5):
-        log.record(
-            model_name="prepiq-focus-area",
-            model_version="1",
-            user_id=None,
-            request_id=f"r{i}",
-            inputs_digest="0" * 64,
-            request={},
-            response={},
-            latency_ms=1.0,
-        )
+
+    async def record_five() -> None:
+        for i in range(5):
+            await log.record(
+                model_name="prepiq-focus-area",
+                model_version="1",
+                user_id=None,
+                request_id=f"r{i}",
+                inputs_digest="0" * 64,
+                request={},
+                response={},
+                latency_ms=1.0,
+            )
+
+    asyncio.run(record_five())
     assert log.flush() == 0 and log.pending == 5  # no table: kept for the next attempt
     log.engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
     log.close()
