@@ -52,10 +52,6 @@ CALLER_KEY = "caller"  # who is calling, for the request log line (`-` before it
 BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
-class BodyTooLargeError(Exception):
-    pass
-
-
 class Gateway:
     """See the module docstring. Options come from the settings."""
 
@@ -91,8 +87,6 @@ class Gateway:
                 await self._handle(scope, receive, response, headers)
             except ServingError as exc:
                 await response.send_error(from_serving_error(exc, request_id))
-            except BodyTooLargeError:
-                await response.send_error(from_serving_error(_too_large(self.max_body), request_id))
             except Exception:
                 log.error("unhandled error", path=scope["path"], exc_info=True)
                 await response.send_error(
@@ -145,8 +139,6 @@ class Gateway:
         except TimeoutError:
             if not response.started:
                 raise TimedOutError(f"no answer within {self.timeout:g} s") from None
-        except BodyTooLargeError:
-            raise _too_large(self.max_body) from None
         finally:
             self.in_flight -= 1
 
@@ -181,7 +173,9 @@ class Gateway:
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
                     scope["state"][TOO_LARGE_KEY] = self.max_body
-                    raise BodyTooLargeError
+                    # A client error: BentoML's log filter (serving.service) keeps its
+                    # traceback out of the log.
+                    raise _too_large(self.max_body)
             return message
 
         return wrapped
