@@ -113,6 +113,12 @@ class Settings(BaseSettings):
         default="600/minute",
         description="Per-caller limit on the ML routes, in the `limits` notation.",
     )
+    serving_anonymous_rate_limit: str = Field(
+        default="60/minute",
+        description="Limit on requests to the ML routes that carry no valid credentials, "
+        "per client address (what guessing keys or tokens can try), in the `limits` "
+        "notation; over it they get 429 instead of 401.",
+    )
     serving_rate_limit_storage: str = Field(
         default="memory://",
         pattern=r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|valkey|valkeys)://",

@@ -54,7 +54,7 @@ def interactions(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     answers = answers_as_of(frames, as_of)
     columns = ["user_id", "topic_id", *INTERACTION_COLUMNS]
     if answers.empty:
-        return pd.DataFrame(columns=columns)
+        return typed_interactions(pd.DataFrame(columns=columns))
     now = pd.Timestamp(as_of)
     answers["recent"] = answers["age_days"] <= 30
     keys = ["user_id", "topic_id"]
@@ -76,6 +76,14 @@ def interactions(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     result = overall.reset_index()[columns].sort_values(keys).reset_index(drop=True)
     result[list(INTERACTION_COLUMNS)] = result[list(INTERACTION_COLUMNS)].astype(float).round(10)
     return result
+
+
+def typed_interactions(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (interaction rows) with the numeric dtypes `interactions` gives. An empty
+    frame built from column names alone holds objects, and pandas then does its
+    arithmetic in Python: 0 / 0 raised ZeroDivisionError for a student with no practice,
+    where float columns give the NaN `assemble_candidates` expects."""
+    return frame.astype({"topic_id": "int64", **dict.fromkeys(INTERACTION_COLUMNS, "float64")})
 
 
 def topic_content(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:

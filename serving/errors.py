@@ -16,6 +16,7 @@ CODES_BY_STATUS = {
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    415: "unsupported_media_type",
     422: "invalid_input",
     429: "rate_limited",
     503: "not_ready",
@@ -42,9 +43,20 @@ class InvalidInputError(ServingError):
     """A request value the service cannot use (names the field)."""
 
 
+REALM = "prepiq"
+
+
 class UnauthorizedError(ServingError):
+    """No credentials, or refused ones. Carries the RFC 6750 challenge: `error` is
+    `invalid_token` for a refused token or key, `invalid_request` for a malformed
+    Authorization header, and absent when no credential was sent."""
+
     status = 401
     code = "unauthorized"
+
+    def __init__(self, message: str, error: str | None = "invalid_token") -> None:
+        challenge = f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
 
 
 class ForbiddenError(ServingError):
@@ -103,6 +115,13 @@ class TimedOutError(ServingError):
 class TooLargeError(ServingError):
     status = 413
     code = "too_large"
+
+
+class UnsupportedMediaTypeError(ServingError):
+    """A request body in a media type the API does not read (names the header)."""
+
+    status = 415
+    code = "unsupported_media_type"
 
 
 def error_response(

@@ -1,6 +1,8 @@
 """The service's gateway, one ASGI middleware in front of every route: request id,
-structured request log, body-size limit (413), authentication (401), per-caller rate limit
-(429 with Retry-After, by the `limits` library), load shedding past a concurrency limit
+structured request log, body-size limit (413, by Content-Length or as the body streams in),
+authentication (401 with a `WWW-Authenticate` challenge), a JSON-only request body (415),
+per-caller rate limit (429 with Retry-After, by the `limits` library; callers with no valid
+credentials are counted by client address), load shedding past a concurrency limit
 (429), a per-request timeout (504), and one JSON error shape for every error, whichever
 layer raised it (this gateway, the service, BentoML's or FastAPI's input validation,
 Starlette's router). Nothing but that shape, and never a stack trace, reaches a caller.
@@ -34,6 +36,8 @@ from serving.errors import (
     ServingError,
     TimedOutError,
     TooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
     error_response,
     from_serving_error,
     normalise,
@@ -45,10 +49,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 PROTECTED_PREFIX = "/api/"  # health, readiness, metrics and the API docs stay open
 ERROR_KEY = "serving_error"  # where the service leaves a ServingError for this gateway
-
-
-class BodyTooLargeError(Exception):
-    pass
+TOO_LARGE_KEY = "body_too_large"  # the limit, once a streamed body passed it
+CALLER_KEY = "caller"  # who is calling, for the request log line (`-` before it is known)
+BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 class Gateway:
@@ -63,6 +66,7 @@ class Gateway:
         self.alarms = ServingAlarms.from_settings(settings)
         self.auth = Authenticator(settings)
         self.rate = parse(settings.serving_rate_limit)
+        self.anonymous_rate = parse(settings.serving_anonymous_rate_limit)
         # Two counters per caller (this window and the last, weighted), not a moving
         # window's list of every hit: O(1) per request, and close to the moving window.
         self.limiter = SlidingWindowCounterRateLimiter(
@@ -79,11 +83,11 @@ class Gateway:
         request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state[CALLER_KEY] = "-"
         response = _ResponseWriter(send, scope, request_id)
-        caller = "-"
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                caller = await self._handle(scope, receive, response, headers)
+                await self._handle(scope, receive, response, headers)
             except ServingError as exc:
                 await response.send_error(from_serving_error(exc, request_id))
             except Exception:
@@ -98,7 +102,7 @@ class Gateway:
                 path=scope["path"],
                 status=response.status,
                 ms=round(ms, 2),
-                caller=caller,
+                caller=state[CALLER_KEY],  # a 429's line names whom it limited
             )
             if scope["path"].startswith(PROTECTED_PREFIX):
                 metrics.record_request(scope["path"], response.status, ms / 1000)
@@ -106,17 +110,30 @@ class Gateway:
 
     async def _handle(
         self, scope: Scope, receive: Receive, response: _ResponseWriter, headers: dict[str, str]
-    ) -> str:
-        """Checks in order, then the route; returns the caller for the log."""
+    ) -> None:
+        """Checks in order, then the route; leaves the caller in the scope for the log."""
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             raise _too_large(self.max_body)
         if not scope["path"].startswith(PROTECTED_PREFIX):
-            await self.app(scope, self._limited(receive), response)
-            return "-"
-        principal = self.auth.authenticate(headers.get("authorization"), headers.get("x-api-key"))
-        scope["state"]["principal"] = principal
-        self._check_rate(principal.caller)
+            await self.app(scope, self._limited(receive, scope), response)
+            return
+        state = scope["state"]
+        try:
+            principal = self.auth.authenticate(
+                headers.get("authorization"), headers.get("x-api-key")
+            )
+        except UnauthorizedError:
+            # Refused requests count against their address, so guessing keys or tokens
+            # (or flooding with none) meets a 429 too; authenticated callers are unaffected.
+            state[CALLER_KEY] = _anonymous(scope)
+            self._check_rate(self.anonymous_rate, state[CALLER_KEY])
+            raise
+        state["principal"] = principal
+        state[CALLER_KEY] = principal.caller
+        self._check_rate(self.rate, principal.caller)
+        if scope["method"] in BODY_METHODS:
+            _require_json(scope)
         if self.in_flight >= self.max_in_flight:
             raise OverloadedError(
                 "too many requests in flight; retry shortly", {"Retry-After": "1"}
@@ -124,37 +141,36 @@ class Gateway:
         self.in_flight += 1
         try:
             await asyncio.wait_for(
-                self.app(scope, self._limited(receive), response), timeout=self.timeout
+                self.app(scope, self._limited(receive, scope), response), timeout=self.timeout
             )
         except TimeoutError:
             if not response.started:
                 raise TimedOutError(f"no answer within {self.timeout:g} s") from None
-        except BodyTooLargeError:
-            raise _too_large(self.max_body) from None
         finally:
             self.in_flight -= 1
-        return principal.caller
 
-    def _check_rate(self, caller: str) -> None:
+    def _check_rate(self, rate: Any, caller: str) -> None:
         """RateLimitedError when `caller` is over the limit. When a shared storage (Redis)
         cannot be reached the request goes through, logged: a down counter store must
         not take the API down with it."""
         try:
-            allowed = self.limiter.hit(self.rate, caller)
+            allowed = self.limiter.hit(rate, caller)
             if allowed:
                 return
-            reset, _ = self.limiter.get_window_stats(self.rate, caller)
+            reset, _ = self.limiter.get_window_stats(rate, caller)
         except Exception as exc:
             log.warning("rate limit storage unavailable; request allowed", error=str(exc))
             return
         wait = max(1, math.ceil(reset - time.time()))
         raise RateLimitedError(
-            f"rate limit {self.rate} exceeded; retry in {wait} s",
+            f"rate limit {rate} exceeded; retry in {wait} s",
             headers={"Retry-After": str(wait)},
         )
 
-    def _limited(self, receive: Receive) -> Receive:
-        """`receive` that stops a body growing past the limit (chunked uploads)."""
+    def _limited(self, receive: Receive, scope: Scope) -> Receive:
+        """`receive` that stops a body growing past the limit (chunked uploads, with no
+        Content-Length to refuse up front). The flag in the scope makes the answer a 413
+        whatever the app then does with the error (BentoML turns it into a 500)."""
         seen = 0
 
         async def wrapped() -> Message:
@@ -163,7 +179,10 @@ class Gateway:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_body:
-                    raise BodyTooLargeError
+                    scope["state"][TOO_LARGE_KEY] = self.max_body
+                    # A client error: BentoML's log filter (serving.service) keeps its
+                    # traceback out of the log.
+                    raise _too_large(self.max_body)
             return message
 
         return wrapped
@@ -171,6 +190,34 @@ class Gateway:
 
 def _too_large(limit: int) -> ServingError:
     return TooLargeError(f"request body larger than {limit} bytes")
+
+
+def _anonymous(scope: Scope) -> str:
+    """Rate-limit key of a caller with no valid credentials: its client address."""
+    client = scope.get("client")
+    return f"anon:{client[0] if client else 'unknown'}"
+
+
+def is_json(content_type: str) -> bool:
+    """`application/json` or a `+json` type, whatever its parameters and case."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _require_json(scope: Scope) -> None:
+    """UnsupportedMediaTypeError unless every Content-Type header given is JSON. The APIs
+    read JSON bodies only; BentoML would parse a multipart or form body itself (and fail
+    with a 500 on one without a boundary). Every header is checked, not the last one:
+    the framework reads the first. None at all is read as JSON."""
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type" and not is_json(value.decode("latin-1")):
+            raise UnsupportedMediaTypeError(
+                f"Content-Type: {value.decode('latin-1')[:100]!r} is not accepted; "
+                "send application/json",
+                field="Content-Type",
+            )
 
 
 class _ResponseWriter:
@@ -189,7 +236,7 @@ class _ResponseWriter:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
-            if self.status >= 400:
+            if self.status >= 400 or self._scope["state"].get(TOO_LARGE_KEY):
                 self._held = message
                 return
             message["headers"] = [*message.get("headers", []), self._id_header()]
@@ -207,6 +254,10 @@ class _ResponseWriter:
         return (REQUEST_ID_HEADER.lower().encode(), self.request_id.encode())
 
     def _reshaped(self) -> Any:
+        if self._scope["state"].get(TOO_LARGE_KEY):
+            return from_serving_error(
+                _too_large(self._scope["state"][TOO_LARGE_KEY]), self.request_id
+            )
         stashed = self._scope.get("state", {}).get(ERROR_KEY)
         if isinstance(stashed, ServingError):
             return from_serving_error(stashed, self.request_id)

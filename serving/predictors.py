@@ -323,7 +323,9 @@ def given_recommend_inputs(
         pd.Series({student: given.preferred_difficulty}),
     )
     columns = ["topic_id", *recommend.INTERACTION_COLUMNS]
-    practice = pd.DataFrame([p.model_dump() for p in given.practice], columns=columns)
+    practice = recommend.typed_interactions(
+        pd.DataFrame([p.model_dump() for p in given.practice], columns=columns)
+    )
     practice.insert(0, "user_id", student)
     return recommend.assemble_candidates(context, practice, catalogue.topic_content)
 

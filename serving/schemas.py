@@ -1,20 +1,31 @@
 """Request and response bodies of the serving API. Every field has a description and the
 models carry examples, so `/docs.json` documents the whole contract with the app.
 
-Requests are strict: unknown fields, NaN and infinite numbers, empty or oversized lists
-are refused with a message naming the field (before any model runs)."""
+Requests are strict: unknown fields, NaN and infinite numbers, empty or oversized lists,
+ids past the database's INTEGER and days outside a sane calendar range are refused with a
+message naming the field (before any model runs). Every date-time answered carries its
+offset (UTC)."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 EXAMPLE_USER = "06055a97-61f4-406b-b091-a5b5a8586e77"
 MAX_TOPICS = 500  # more than any syllabus holds: a bigger list is a client bug
 MAX_QUESTIONS = 100
 MAX_DAYS = 366  # a year of days: longer than any forecaster window
+# Every id column of the source is an INTEGER: a bigger id names nothing, and would
+# overflow the int64 frames the features are built in.
+MAX_ID = 2**31 - 1
+# Days a student can have used the app on; outside them pandas' nanosecond timestamps
+# overflow (year 1677 / 2262), and no PrepIQ student studied in either.
+FIRST_DAY = date(2000, 1, 1)
+LAST_DAY = date(2100, 12, 31)
+MAX_ANSWERS = 1_000_000.0  # answers on one topic: far more than any student gives
+MAX_AGE_DAYS = 36_500.0  # a century
 
 
 class Strict(BaseModel):
@@ -34,6 +45,27 @@ UserId = Annotated[
     ),
 ]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Answers = Annotated[float, Field(ge=0, le=MAX_ANSWERS)]
+Age = Annotated[float, Field(ge=0, le=MAX_AGE_DAYS)]
+
+
+def _with_offset(value: datetime) -> datetime:
+    """A naive time is UTC (SQLite's CURRENT_TIMESTAMP); answer it with its offset."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_with_offset)]
+
+
+def exactly_one_of(*fields: tuple[str, str]) -> dict[str, Any]:
+    """JSON Schema of "exactly one of these fields, not null" (`(name, JSON type)` pairs):
+    what each request's `_one_source` validator enforces, stated in /docs.json."""
+    return {
+        "oneOf": [
+            {"required": [name], "properties": {name: {"type": kind}}} for name, kind in fields
+        ]
+    }
 
 
 class ServedBy(BaseModel):
@@ -50,7 +82,7 @@ class ProgressDay(Strict):
     """One day of a student's app history, for callers that send the inputs themselves
     (what `features.progress.daily_sequences` builds from the source for a day)."""
 
-    day: date = Field(description="The day.")
+    day: date = Field(ge=FIRST_DAY, le=LAST_DAY, description="The day (2000-01-01 to 2100-12-31).")
     study_minutes: float = Field(ge=0, le=1440, description="Minutes studied that day.")
     logins: float = Field(ge=0, le=1000, description="App logins that day.")
     streak_days: float = Field(ge=0, le=10_000, description="Study streak on that day.")
@@ -81,7 +113,12 @@ class ProgressRequest(Strict):
     """Forecast a student's syllabus completion: give `user_id` (rows read from the
     source) or `inputs` (the student's days themselves), not both."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"user_id": EXAMPLE_USER},
+            **exactly_one_of(("user_id", "string"), ("inputs", "object")),
+        }
+    )
     user_id: UserId | None = None
     inputs: ProgressInputs | None = Field(default=None, description="Instead of a user_id.")
 
@@ -117,26 +154,26 @@ class TopicTestStats(Strict):
     """One topic's test statistics for a student (`features.focus.topic_test_stats`), for
     callers that send the inputs themselves."""
 
-    topic_id: int = Field(ge=1, description="Topic.")
-    attempts: float = Field(ge=0, description="Answers given on the topic.")
+    topic_id: Id = Field(description="Topic.")
+    attempts: Answers = Field(description="Answers given on the topic.")
     accuracy: float = Field(ge=0, le=1, description="Share of right answers.")
     smoothed_accuracy: float = Field(ge=0, le=1, description="Accuracy shrunk to the expected.")
     accuracy_last_14d: float = Field(ge=0, le=1, description="Smoothed accuracy, last 14 days.")
     accuracy_last_30d: float = Field(ge=0, le=1, description="Smoothed accuracy, last 30 days.")
-    attempts_last_30d: float = Field(ge=0, description="Answers in the last 30 days.")
+    attempts_last_30d: Answers = Field(description="Answers in the last 30 days.")
     accuracy_trend: float = Field(ge=-1, le=1, description="Last 30 days minus overall.")
     difficulty_adjusted_accuracy: float = Field(
         ge=-1, le=1, description="Right answers minus those expected at the difficulty."
     )
     mean_difficulty: float = Field(ge=1, le=5, description="Mean difficulty answered (1-5).")
-    seconds_per_mark: float = Field(ge=0, description="Median seconds per mark.")
+    seconds_per_mark: float = Field(ge=0, le=86_400, description="Median seconds per mark.")
     slow_answer_share: float = Field(ge=0, le=1, description="Share slower than 1.5x own pace.")
     rushed_wrong_share: float = Field(ge=0, le=1, description="Share quick and wrong.")
     repeated_wrong_option_share: float = Field(
         ge=0, le=1, description="Share repeating a wrong option."
     )
     skip_share: float = Field(ge=0, le=1, description="Share skipped.")
-    days_since_last_attempt: float = Field(ge=0, description="Days since the last answer.")
+    days_since_last_attempt: Age = Field(description="Days since the last answer.")
     mock_share: float = Field(ge=0, le=1, description="Share answered in mock papers.")
     syllabus_weight: float = Field(ge=0, le=1, description="Topic's share of its subject.")
     student_adjusted_accuracy: float = Field(
@@ -160,14 +197,19 @@ class TopicTestStats(Strict):
     hard_question_accuracy: float = Field(
         ge=0, le=1, description="Accuracy on the topic's hard questions (rated 4-5)."
     )
-    answers_per_week: float = Field(ge=0, description="Answers per week since the first.")
+    answers_per_week: Answers = Field(description="Answers per week since the first.")
 
 
 class FocusAreasRequest(Strict):
     """Weak topics of a student: give `user_id` (rows read from the source) or `topics`
     (the inputs themselves), not both."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"user_id": EXAMPLE_USER},
+            **exactly_one_of(("user_id", "string"), ("topics", "array")),
+        }
+    )
     user_id: UserId | None = None
     topics: list[TopicTestStats] | None = Field(
         default=None,
@@ -213,24 +255,24 @@ class TopicPractice(Strict):
     """How a student has practised one topic (`features.recommend.interactions`), for
     callers that send the inputs themselves."""
 
-    topic_id: int = Field(ge=1, description="Topic.")
-    attempts: float = Field(ge=1, description="Answers given on the topic.")
+    topic_id: Id = Field(description="Topic.")
+    attempts: float = Field(ge=1, le=MAX_ANSWERS, description="Answers given on the topic.")
     accuracy: float = Field(ge=0, le=1, description="Share of right answers.")
-    attempts_last_30d: float = Field(ge=0, description="Answers in the last 30 days.")
+    attempts_last_30d: Answers = Field(description="Answers in the last 30 days.")
     accuracy_last_30d: float | None = Field(
         default=None, ge=0, le=1, description="Share right in the last 30 days; null: none."
     )
     accuracy_gain: float = Field(
         ge=-1, le=1, description="Recent minus earlier accuracy, both shrunk toward 0.5."
     )
-    days_since_last_attempt: float = Field(ge=0, description="Days since the last answer.")
+    days_since_last_attempt: Age = Field(description="Days since the last answer.")
 
 
 class RecommendInputs(Strict):
     """A student's enrolments, preferences and practice: the recommender's inputs
     themselves (topic facts come from the catalogue)."""
 
-    subject_ids: list[Annotated[int, Field(ge=1)]] = Field(
+    subject_ids: list[Id] = Field(
         min_length=1, max_length=50, description="Subjects the student is enrolled in."
     )
     practice: list[TopicPractice] = Field(
@@ -238,7 +280,7 @@ class RecommendInputs(Strict):
         max_length=MAX_TOPICS,
         description="Topics practised so far (empty for a new student).",
     )
-    interested_topic_ids: list[Annotated[int, Field(ge=1)]] = Field(
+    interested_topic_ids: list[Id] = Field(
         default_factory=list, max_length=MAX_TOPICS, description="Topics marked interesting."
     )
     preferred_difficulty: Literal["easy", "medium", "hard"] = Field(
@@ -250,13 +292,16 @@ class RecommendRequest(Strict):
     """Topics a student should study next: give `user_id` (rows read from the source) or
     `inputs` (enrolments, preferences and practice themselves), not both."""
 
-    model_config = ConfigDict(json_schema_extra={"example": {"user_id": EXAMPLE_USER, "top_k": 5}})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {"user_id": EXAMPLE_USER, "top_k": 5},
+            **exactly_one_of(("user_id", "string"), ("inputs", "object")),
+        }
+    )
     user_id: UserId | None = None
     inputs: RecommendInputs | None = Field(default=None, description="Instead of a user_id.")
     top_k: int = Field(default=5, ge=1, le=50, description="How many topics to return.")
-    subject_id: int | None = Field(
-        default=None, ge=1, description="Only topics of this enrolled subject."
-    )
+    subject_id: Id | None = Field(default=None, description="Only topics of this enrolled subject.")
 
     @model_validator(mode="after")
     def _one_source(self) -> RecommendRequest:
@@ -291,7 +336,7 @@ class QuestionText(Strict):
     """A question to rank that may not be in the past papers."""
 
     text: str = Field(min_length=3, max_length=4000, description="The question as printed.")
-    topic_id: int = Field(ge=1, description="Topic the question belongs to.")
+    topic_id: Id = Field(description="Topic the question belongs to.")
 
 
 class RankQuestionsRequest(Strict):
@@ -299,7 +344,7 @@ class RankQuestionsRequest(Strict):
     in the next paper."""
 
     model_config = ConfigDict(json_schema_extra={"example": {"subject_id": 1, "top_k": 20}})
-    subject_id: int = Field(ge=1, description="Subject whose next paper is ranked for.")
+    subject_id: Id = Field(description="Subject whose next paper is ranked for.")
     top_k: int = Field(default=20, ge=1, le=500, description="How many questions to return.")
     questions: list[QuestionText] | None = Field(
         default=None,
@@ -349,8 +394,8 @@ class ModelStatus(BaseModel):
     aliases: list[str] = Field(description="Registry aliases of that version (champion, ...).")
     run_id: str = Field(description="MLflow run that trained it.")
     data_version: str | None = Field(description="DVC hash of the snapshot it trained on.")
-    trained_at: datetime | None
-    loaded_at: datetime
+    trained_at: Timestamp | None
+    loaded_at: Timestamp
     main_metric: str
     main_metric_value: float | None = Field(description="Hold-out value of the main metric.")
     bento_tag: str = Field(description="Entry of the BentoML model store.")
@@ -392,7 +437,7 @@ class ModelAvailability(BaseModel):
     reason: str | None = Field(
         description="Why the champion is not what is served, or why nothing is."
     )
-    since: datetime = Field(description="When the model entered this state.")
+    since: Timestamp = Field(description="When the model entered this state.")
 
 
 class SourceReadiness(BaseModel):
@@ -428,7 +473,7 @@ class ModelsStatusResponse(BaseModel):
     """Every served model."""
 
     ready: bool = Field(description="Every required model served (see /readyz).")
-    started_at: datetime
+    started_at: Timestamp
     process_id: int = Field(description="The worker process that answered.")
     models: list[ModelStatus]
     availability: list[ModelAvailability] = Field(
@@ -472,7 +517,7 @@ class DashboardView(BaseModel):
 class StoredPrediction(BaseModel):
     """A prediction made earlier for the student."""
 
-    created_at: datetime
+    created_at: Timestamp
     model_name: str
     model_version: str
     request_id: str
@@ -505,6 +550,7 @@ class ErrorBody(BaseModel):
         "not_found",
         "method_not_allowed",
         "too_large",
+        "unsupported_media_type",
         "rate_limited",
         "overloaded",
         "timeout",
@@ -522,12 +568,14 @@ class ErrorBody(BaseModel):
 # the service guarantee it; BentoML's and FastAPI's own declarations say otherwise).
 ERROR_RESPONSES: dict[int, str] = {
     400: "Invalid input: wrong type, missing or unknown field, NaN, empty or huge list.",
-    401: "No credentials, or an invalid, expired or forged token or key.",
+    401: "No credentials, or an invalid, expired or forged token or key (see WWW-Authenticate).",
     403: "A user token asking for another user's rows, or a non-admin on an admin route.",
     404: "Unknown student, subject or route.",
-    413: "Request body larger than the limit.",
+    413: "Request body larger than the limit (by Content-Length or as streamed).",
+    415: "A request body that is not JSON (the Content-Type must be application/json).",
     422: "Invalid input (FastAPI's validation, in the same shape).",
-    429: "Over the caller's rate limit, or too many requests in flight (see Retry-After).",
+    429: "Over the caller's rate limit (an unauthenticated caller's is by client address), "
+    "or too many requests in flight (see Retry-After).",
     500: "Internal error (no details are given).",
     503: "The model is not served (no champion, or it failed to load), or a reload failed.",
     504: "No answer within the per-request timeout.",
@@ -542,7 +590,7 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
     """`spec` (the service's OpenAPI document) with every protected operation declaring
     the error responses above in the one error shape, and readiness its 503."""
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
-    _restore_nullable(spec, schemas)
+    _reference_bodies(spec, schemas)
     for model in (ErrorBody, Readiness):
         document = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(document.pop("$defs", {}))
@@ -574,29 +622,39 @@ def with_error_responses(spec: dict[str, Any]) -> dict[str, Any]:
                     response["headers"] = {
                         "Retry-After": {
                             "description": "Seconds to wait before retrying.",
+                            "required": True,
                             "schema": {"type": "integer"},
+                        }
+                    }
+                if status == 401:
+                    response["headers"] = {
+                        "WWW-Authenticate": {
+                            "description": 'The challenge (RFC 6750): `Bearer realm="prepiq"`, '
+                            'with `error="invalid_token"` or `"invalid_request"` when a '
+                            "credential was given and refused.",
+                            "required": True,
+                            "schema": {"type": "string", "pattern": "^Bearer "},
                         }
                     }
                 responses[str(status)] = response
     return spec
 
 
-def _restore_nullable(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
-    """Mark `nullable` the response fields that may be null. BentoML inlines each API's
-    response model (titled `<Model>IODescriptor`) with `str | None` turned into plain
-    `string`, so a null `user_id` would break the published contract; the model's own
-    component schema still says which fields take null."""
+def _reference_bodies(spec: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Point each BentoML API's request and response body at its model's component
+    schema. BentoML inlines each body (titled `<Model>IODescriptor`) with `str | None`
+    turned into plain `string` and the model's `oneOf` dropped, so the published
+    contract would refuse the nulls answered and accepted; the component, built by
+    pydantic from the model itself, says which fields take null and states the one-of
+    rule of the requests."""
     for item in spec.get("paths", {}).values():
         for method in METHODS:
             operation = item.get(method)
             if not isinstance(operation, dict):
                 continue
-            for response in operation.get("responses", {}).values():
-                schema = response.get("content", {}).get("application/json", {}).get("schema", {})
-                model = schemas.get(str(schema.get("title", "")).removesuffix("IODescriptor"))
-                if model is None:
-                    continue
-                for name, field in schema.get("properties", {}).items():
-                    options = model.get("properties", {}).get(name, {}).get("anyOf", [])
-                    if any(option.get("type") == "null" for option in options):
-                        field["nullable"] = True
+            bodies = [operation.get("requestBody", {}), *operation.get("responses", {}).values()]
+            for body in bodies:
+                media = body.get("content", {}).get("application/json", {})
+                title = str(media.get("schema", {}).get("title", ""))
+                if title.endswith("IODescriptor") and title in schemas:
+                    media["schema"] = {"$ref": f"#/components/schemas/{title}"}

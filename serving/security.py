@@ -64,19 +64,25 @@ class Authenticator:
         if api_key:
             return self._by_key(api_key)
         if not authorization:
-            raise UnauthorizedError("missing credentials: send a Bearer token or an X-API-Key")
+            raise UnauthorizedError(
+                "missing credentials: send a Bearer token or an X-API-Key", error=None
+            )
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise UnauthorizedError("the Authorization header must be 'Bearer <token>'")
+            raise UnauthorizedError(
+                "the Authorization header must be 'Bearer <token>'", error="invalid_request"
+            )
         return self._by_token(token.strip())
 
     def _by_key(self, key: str) -> Principal:
         # Compare every configured key in constant time, so timing reveals nothing.
-        matches = [hmac.compare_digest(key, known) for known in self._keys]
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError).
+        given = key.encode()
+        matches = [hmac.compare_digest(given, known.encode()) for known in self._keys]
         if not any(matches):
             raise UnauthorizedError("invalid API key")
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        is_admin = any(hmac.compare_digest(key, known) for known in self._admin_keys)
+        digest = hashlib.sha256(given).hexdigest()[:12]
+        is_admin = any(hmac.compare_digest(given, known.encode()) for known in self._admin_keys)
         return Principal(caller=f"key:{digest}", user_id=None, is_admin=is_admin)
 
     def _by_token(self, token: str) -> Principal:

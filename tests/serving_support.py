@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ import httpx
 import jwt
 from sqlalchemy import create_engine, select
 
-from core.config import get_settings
+from core.config import PROJECT_ROOT, get_settings
+from core.net import free_port
 from features.schema import ModelPrediction
 from synthetic.small_source import write_small_source_params
 from tests.conftest import END_DATE
@@ -30,6 +32,7 @@ SERVICE_KEY = "service-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
 SCHEMA_TEST_KEY = "schema-test-key"  # a caller of its own, so its rate window is its own
 RATE_LIMIT = 60  # per minute and caller
+ANONYMOUS_RATE_LIMIT = 30  # per minute and client address, for requests refused a 401
 MAX_BODY = 512 * 1024
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
 ERROR_FIELDS = {"error", "code", "field", "request_id"}
@@ -60,6 +63,7 @@ def service_env(url: str) -> dict[str, str]:
         "PREPIQ_SERVING_API_KEYS": f"{SERVICE_KEY},{SCHEMA_TEST_KEY}",
         "PREPIQ_SERVING_ADMIN_API_KEYS": ADMIN_KEY,
         "PREPIQ_SERVING_RATE_LIMIT": f"{RATE_LIMIT}/minute",
+        "PREPIQ_SERVING_ANONYMOUS_RATE_LIMIT": f"{ANONYMOUS_RATE_LIMIT}/minute",
         "PREPIQ_SERVING_MAX_BODY_BYTES": str(MAX_BODY),
         # Only a full batch or the shutdown writes the log: the log tests see the latter.
         "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
@@ -204,3 +208,63 @@ def stored_predictions(url: str, request_ids: list[str]) -> list[dict[str, Any]]
             return [dict(r) for r in rows.mappings()]
     finally:
         engine.dispose()
+
+
+SERVE_READY_TIMEOUT_S = 180.0
+
+
+@contextmanager
+def serving_process(
+    served_models: str, folder: Path, **settings_env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`bentoml serve` as `prepiq serve` starts it, on a free port, on the fixtures'
+    stores, with a flush interval and batch so long that only the shutdown writes the
+    prediction log (`settings_env` adds or overrides settings). Yields the base URL and
+    the process (stopped at the end if alive); its log is `folder/serve.log`."""
+    import pytest
+
+    settings_now = get_settings()
+    port = free_port()
+    env = {
+        **os.environ,
+        **service_env(served_models),
+        "PREPIQ_HOME": str(settings_now.home),
+        "BENTOML_HOME": os.environ["BENTOML_HOME"],
+        "MLFLOW_TRACKING_URI": settings_now.resolved_tracking_uri,
+        "PREPIQ_SERVING_LOG_BATCH_SIZE": "1000000",
+        "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
+        "PREPIQ_LOG_FORMAT": "json",
+        **settings_env,
+    }
+    command = [
+        sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
+        "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT),
+    ]  # fmt: skip
+    log_file = (folder / "serve.log").open("wb")
+    process = subprocess.Popen(
+        command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVE_READY_TIMEOUT_S
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"bentoml serve exited {process.returncode}: {_tail(folder)}")
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready within {SERVE_READY_TIMEOUT_S:g} s: {_tail(folder)}")
+            time.sleep(0.5)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)  # the group this fixture started
+            process.wait(timeout=30)
+        log_file.close()
+
+
+def _tail(folder: Path) -> str:
+    return (folder / "serve.log").read_text(errors="replace")[-3000:]

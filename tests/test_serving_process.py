@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.testclient import TestClient
 
-from core.config import PROJECT_ROOT, get_settings
+from core.config import get_settings
 from core.exceptions import ConfigError
 from core.net import free_port
 from registry import model_store
@@ -49,7 +49,7 @@ from tests.serving_support import (
     assert_error,
     fetch_to_store,
     make_champion,
-    service_env,
+    serving_process,
     stored_predictions,
     train,
 )
@@ -70,53 +70,9 @@ def admin_user() -> dict[str, str]:
 
 @pytest.fixture
 def server(served_models: str, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`bentoml serve` as `prepiq serve` starts it, on a free port, on the fixtures'
-    stores, with a flush interval and batch so long that only the shutdown writes the
-    prediction log. Yields the base URL and the process (stopped at the end if alive)."""
-    settings_now = get_settings()
-    port = free_port()
-    env = {
-        **os.environ,
-        **service_env(served_models),
-        "PREPIQ_HOME": str(settings_now.home),
-        "BENTOML_HOME": os.environ["BENTOML_HOME"],
-        "MLFLOW_TRACKING_URI": settings_now.resolved_tracking_uri,
-        "PREPIQ_SERVING_LOG_BATCH_SIZE": "1000000",
-        "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",
-        "PREPIQ_LOG_FORMAT": "json",
-    }
-    command = [
-        sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
-        "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT),
-    ]  # fmt: skip
-    log_file = (tmp_path / "serve.log").open("wb")
-    process = subprocess.Popen(
-        command, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited {process.returncode}: {_tail(tmp_path)}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready within {READY_TIMEOUT_S:g} s: {_tail(tmp_path)}")
-            time.sleep(0.5)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)  # the group this fixture started
-            process.wait(timeout=30)
-        log_file.close()
-
-
-def _tail(folder: Path) -> str:
-    return (folder / "serve.log").read_text(errors="replace")[-3000:]
+    """A real `bentoml serve` with the tests' settings (`serving_process`)."""
+    with serving_process(served_models, tmp_path) as started:
+        yield started
 
 
 def test_every_route_over_http_and_a_sigterm_loses_no_prediction(
@@ -254,21 +210,29 @@ CHECKS = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-EXAMPLES_PER_OPERATION = 5  # x ~10 protected routes: under the key's 60/minute rate limit
+EXAMPLES_PER_OPERATION = 5  # x ~10 protected routes: under the caller's 60/minute rate limit
+# Each run calls as a caller of its own, so neither eats the other's rate-limit window.
+SCHEMA_CALLERS = {
+    "service-key": lambda: {"X-API-Key": SCHEMA_TEST_KEY},
+    "user-token": lambda: as_user(str(uuid.uuid4())),
+}
 
 
-def test_responses_conform_to_the_published_schema(api_schema: Any) -> None:
-    """Every operation of /docs.json, with valid and invalid generated inputs and a valid
-    API key: no 5xx, and every status, content type, header and body as declared.
+def schema_failures(api_schema: Any, headers: dict[str, str]) -> tuple[set[str], Counter[int]]:
+    """Run every in-process operation of /docs.json, with valid and invalid generated
+    inputs (seeded: the same cases each run), calling with `headers`; returns each
+    distinct check failure (operation and failure title) and the statuses answered.
 
     (Schemathesis' own `from_fixture(...).parametrize()` cannot run on pytest 9.2: it
     renames the node id attribute it sets, so each operation runs here as a Hypothesis
     test of its own. `/metrics` needs the Prometheus multiprocess folder `bentoml serve`
     sets up: it is checked against the real process above.)"""
+    from schemathesis.core.failures import Failure, FailureGroup
+
     in_process = api_schema.exclude(path="/metrics")
     operations = [result.ok() for result in in_process.get_all_operations()]
     assert len(operations) >= 12
-    failures: dict[str, str] = {}
+    failures: set[str] = set()
     statuses: Counter[int] = Counter()
     for operation in operations:
         strategy = st.one_of(
@@ -285,19 +249,102 @@ def test_responses_conform_to_the_published_schema(api_schema: Any) -> None:
             suppress_health_check=list(HealthCheck),
         )
         def check(case: Any) -> None:
-            answer = case.call_and_validate(headers={"X-API-Key": SCHEMA_TEST_KEY}, checks=CHECKS)
-            statuses[answer.status_code] += 1
+            try:
+                answer = case.call_and_validate(headers=headers, checks=CHECKS)
+            except FailureGroup as group:  # several checks failed on one response
+                failures.update(f"{case.operation.label}: {f.title}" for f in group.exceptions)
+            except Failure as failure:
+                failures.add(f"{case.operation.label}: {failure.title}")
+            else:
+                statuses[answer.status_code] += 1
 
-        try:
-            check()
-        except (Exception, BaseExceptionGroup) as exc:  # every operation's, then all at once
-            failures[operation.label] = str(exc)[:2000]
-    assert failures == {}
-    # The generated requests reached the models and the validation, not only the limits
-    # (most generated user ids are unknown: 404).
-    assert statuses[200] > 0 and statuses[400] > 0 and statuses[404] > 0, statuses
+        check()
+    return failures, statuses
+
+
+@pytest.mark.parametrize("caller", list(SCHEMA_CALLERS))
+def test_responses_conform_to_the_published_schema(api_schema: Any, caller: str) -> None:
+    """Every operation of /docs.json, with valid and invalid generated inputs, once with a
+    service key and once with a user token: no 5xx, and every status, content type,
+    header and body as declared."""
+    failures, statuses = schema_failures(api_schema, SCHEMA_CALLERS[caller]())
+    print(f"schemathesis ({caller}): {len(failures)} distinct failures", sorted(failures))
+    print(f"schemathesis ({caller}) responses by status:", dict(statuses))
+    assert sorted(failures) == []
+    # The generated requests reached the models and the validation, not only the limits.
+    assert statuses[200] > 0 and statuses[400] > 0, statuses
+    # (most generated user ids are unknown to a service: 404; another user's to a student: 403)
+    assert statuses[404 if caller == "service-key" else 403] > 0, statuses
     assert statuses[429] == 0, statuses
-    print("schemathesis responses by status:", dict(statuses))
+
+
+# Schemathesis' own runner against the real process, as the issue ran it: its coverage
+# phase sends what the fuzzer does not (boundary values, nulls, unexpected media types,
+# missing or malformed headers), the fuzzing phase seeded and bounded.
+CLI_CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_headers_conformance,response_schema_conformance"
+)
+CLI_EXAMPLES = 10
+
+
+def schemathesis_cli(base: str, header: str, report: Path) -> tuple[int, list[str], str]:
+    """`schemathesis run` on `base`/docs.json calling with `header`: its exit code, the
+    distinct failures it reported (operation and failure title) and its output's tail."""
+    import json
+
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}/docs.json",
+        "--checks", CLI_CHECKS, "--header", header,
+        "--phases", "examples,coverage,fuzzing", "--max-examples", str(CLI_EXAMPLES),
+        "--seed", "15", "--generation-deterministic", "--no-shrink", "--workers", "1",
+        "--continue-on-failure", "--request-timeout", "30", "--no-color",
+        "--report", "ndjson", "--report-ndjson-path", str(report),
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    failures: set[str] = set()
+    for line in report.read_text().splitlines():
+        scenario = json.loads(line).get("ScenarioFinished")
+        if scenario is None:
+            continue
+        recorder = scenario["recorder"]
+        for checks in recorder.get("checks", {}).values():
+            for check in checks:
+                if check["status"] == "failure":
+                    title = (check.get("failure_info") or {}).get("failure", {}).get("title")
+                    failures.add(f"{recorder['label']}: {check['name']}: {title}")
+    return done.returncode, sorted(failures), (done.stdout + done.stderr)[-6000:]
+
+
+def test_schemathesis_run_on_the_real_process_finds_no_failure(
+    served_models: str, tmp_path: Path
+) -> None:
+    """`schemathesis run` against a real `prepiq serve`, with a service key and with a
+    user token: 0 failures of every check. The limits are raised so that the run is not
+    throttled (the limits have tests of their own)."""
+    results = {}
+    with serving_process(
+        served_models,
+        tmp_path,
+        PREPIQ_SERVING_RATE_LIMIT="100000/minute",
+        PREPIQ_SERVING_ANONYMOUS_RATE_LIMIT="100000/minute",
+    ) as (base, _):
+        for caller, header in (
+            ("service-key", f"X-API-Key: {SCHEMA_TEST_KEY}"),
+            ("user-token", f"Authorization: {as_user(str(uuid.uuid4()))['Authorization']}"),
+        ):
+            results[caller] = schemathesis_cli(base, header, tmp_path / f"{caller}.ndjson")
+    for caller, (code, failures, output) in results.items():
+        print(f"schemathesis run ({caller}): exit {code}, {len(failures)} distinct failures")
+        print("\n".join(failures) or output[-1500:])
+    assert {caller: failures for caller, (_, failures, _) in results.items()} == {
+        "service-key": [],
+        "user-token": [],
+    }, {caller: output for caller, (_, _, output) in results.items()}
+    assert {caller: code for caller, (code, _, _) in results.items()} == {
+        "service-key": 0,
+        "user-token": 0,
+    }
 
 
 def test_docs_declare_the_one_error_shape_for_every_protected_route(api_schema: Any) -> None:
