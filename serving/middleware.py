@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 import structlog
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -149,7 +149,7 @@ class Gateway:
         finally:
             self.in_flight -= 1
 
-    def _check_rate(self, rate: Any, caller: str) -> None:
+    def _check_rate(self, rate: RateLimitItem, caller: str) -> None:
         """RateLimitedError when `caller` is over the limit. When a shared storage (Redis)
         cannot be reached the request goes through, logged: a down counter store must
         not take the API down with it."""

@@ -660,6 +660,30 @@ def test_an_empty_practice_list_recommends_what_a_new_student_should_start_with(
     assert all(0 <= t["confidence"] <= 1 and t["reason"] for t in topics)
 
 
+def test_every_date_time_answered_carries_its_offset(client: TestClient) -> None:
+    from datetime import datetime
+
+    from serving.schemas import StoredPrediction
+
+    status = client.get(STATUS, headers=admin()).json()
+    answered = [status["started_at"]]
+    answered += [m["loaded_at"] for m in status["models"]]
+    answered += [a["since"] for a in status["availability"]]
+    assert all(datetime.fromisoformat(value).utcoffset() is not None for value in answered)
+    # A row read back from SQLite has a naive time, in UTC (CURRENT_TIMESTAMP).
+    stored = StoredPrediction.model_validate(
+        {
+            "created_at": datetime(2026, 11, 20, 8, 30),
+            "model_name": "prepiq-focus-area",
+            "model_version": "1",
+            "request_id": "r",
+            "latency_ms": 1.0,
+            "response": {},
+        }
+    )
+    assert stored.model_dump(mode="json")["created_at"] == "2026-11-20T08:30:00Z"
+
+
 # -- headers and credentials ---------------------------------------------------------------
 
 CREDENTIALS = [

@@ -355,9 +355,32 @@ def test_docs_declare_the_one_error_shape_for_every_protected_route(api_schema: 
     for path, item in protected.items():
         for method, operation in item.items():
             responses = operation["responses"]
-            for status in ("400", "401", "403", "404", "413", "429", "504"):
+            for status in ("400", "401", "403", "404", "413", "415", "429", "504"):
                 ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
                 assert ref.endswith("/ErrorBody"), (method, path, status)
+            assert responses["401"]["headers"]["WWW-Authenticate"]["required"] is True
+            assert responses["429"]["headers"]["Retry-After"]["required"] is True
+
+
+def test_docs_state_the_one_of_rule_and_the_nulls_answered(api_schema: Any) -> None:
+    """Each request taking a `user_id` or the inputs says "exactly one" as `oneOf`, and
+    each API's bodies are its model's component schema, nullable fields kept (BentoML's
+    inlined copies dropped both)."""
+    document = api_schema.raw_schema
+    components = document["components"]["schemas"]
+    for path, inputs in (
+        ("/api/v1/ml/predict/progress", "inputs"),
+        ("/api/v1/ml/predict/focus-areas", "topics"),
+        ("/api/v1/ml/recommend/topics", "inputs"),
+    ):
+        operation = document["paths"][path]["post"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        request = components[ref.rsplit("/", 1)[1]]
+        assert [branch["required"] for branch in request["oneOf"]] == [["user_id"], [inputs]]
+        assert {"type": "null"} in request["properties"]["user_id"]["anyOf"]
+        ok = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        answered = components[ok.rsplit("/", 1)[1]]
+        assert {"type": "null"} in answered["properties"]["user_id"]["anyOf"], path
 
 
 # -- a new champion picked up under load ---------------------------------------------------
