@@ -555,6 +555,7 @@ class ErrorBody(BaseModel):
         "overloaded",
         "timeout",
         "not_ready",
+        "source_unavailable",
         "reload_failed",
         "internal",
     ]
