@@ -7,6 +7,7 @@ without a Content-Length."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import uuid
@@ -40,6 +41,7 @@ POST_ROUTES = (PROGRESS, FOCUS, RECOMMEND, RANK, RELOAD)
 USER_VIEWS = ("progress", "recommendations", "dashboard", "predictions")
 INT64_MAX = 2**63 - 1
 CHALLENGE = 'Bearer realm="prepiq"'
+ADDRESSES = itertools.count(1)  # a client address per credentials case
 
 
 def admin() -> dict[str, str]:
@@ -712,7 +714,7 @@ def test_refused_credentials_get_401_with_a_bearer_challenge(
     serving_app: Any, client: TestClient, headers: dict[str, Any], error: str | None
 ) -> None:
     # A client address of its own, so these 401s do not count against the others'.
-    anonymous = TestClient(serving_app, client=(f"10.1.0.{len(str(headers)) % 250}", 5000))
+    anonymous = TestClient(serving_app, client=(f"10.1.0.{next(ADDRESSES)}", 5000))
     for method, route in (
         ("POST", PROGRESS),
         ("GET", STATUS),

@@ -301,7 +301,12 @@ def schemathesis_cli(base: str, header: str, report: Path) -> tuple[int, list[st
         "--continue-on-failure", "--request-timeout", "30", "--no-color",
         "--report", "ndjson", "--report-ndjson-path", str(report),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    # In the test's own folder: it writes a cache folder (.schemathesis/) where it runs,
+    # which would otherwise land in the repository and outlive the run.
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, check=False, cwd=report.parent
+    )
+    assert report.exists(), (done.stdout + done.stderr)[-3000:]
     failures: set[str] = set()
     for line in report.read_text().splitlines():
         scenario = json.loads(line).get("ScenarioFinished")

@@ -143,6 +143,24 @@ def test_candidates_read_no_rows_after_their_origin(frames: SourceFrames) -> Non
     assert not candidate_topics(frames, later).equals(candidate_topics(planted, later))
 
 
+def test_a_student_who_never_answered_gets_unpractised_candidates(frames: SourceFrames) -> None:
+    """The new-student case: no answers at all. (An empty interactions frame used to hold
+    objects, and pandas' 0 / 0 on them raised ZeroDivisionError.)"""
+    answers = frames["test_answers"]
+    student = str(answers["user_id"].iloc[0])
+    unanswered = SourceFrames(
+        dict(frames.tables) | {"test_answers": answers[answers["user_id"] != student]}
+    )
+    alone = SourceFrames(dict(frames.tables) | {"test_answers": answers.iloc[0:0]})
+    for source in (unanswered, alone):
+        candidates = candidate_topics(source, AS_OF)
+        mine = candidates[candidates["user_id"] == student]
+        assert len(mine) > 0
+        assert (mine["practised"] == 0).all() and (mine["attempts"] == 0).all()
+        assert mine["accuracy"].isna().all() and mine["subject_accuracy"].isna().all()
+        assert all(dtype == np.float64 for dtype in candidates[list(CANDIDATE_COLUMNS)].dtypes)
+
+
 def test_fold_in_is_implicits_least_squares(dataset: tr.RecommenderData) -> None:
     """The served fold-in gives the factors implicit's `recalculate_user` gives."""
     from implicit.cpu.als import AlternatingLeastSquares
