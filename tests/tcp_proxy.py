@@ -1,7 +1,9 @@
-"""A TCP proxy a test can cut: the way to make a real PostgreSQL refuse one service's
-connections (and drop the ones it holds) without stopping the server every other test
-uses. `cut()` closes the listening socket and every open connection, so new connections
-are refused, as from a database that is down; `restore()` listens again on the same port."""
+"""A TCP proxy in front of the real PostgreSQL, for faults no other test may see: the way
+to make the database refuse or drop one client's connections without stopping the server
+every other test uses. `cut()` closes the listening socket and every open connection, so
+new connections are refused, as from a database that is down; `restore()` listens again
+on the same port. `drops=N` closes the first N connections as soon as they are accepted
+(a network blip or a pooler restart)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ from types import TracebackType
 
 
 class CuttableProxy:
-    """Forwards 127.0.0.1:`port` to `target` while up."""
+    """Forwards 127.0.0.1:`port` to `target` while up; `accepted` counts connections."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432), drops: int = 0) -> None:
         self.target = target
+        self.drops = drops
+        self.accepted = 0
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._listener: socket.socket | None = None
@@ -57,6 +61,10 @@ class CuttableProxy:
                 client, _ = listener.accept()
             except OSError:  # closed by cut()
                 return
+            self.accepted += 1
+            if self.accepted <= self.drops:
+                _close(client)
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:

@@ -4,12 +4,9 @@ unreachable source, atomic switching, and DVC seeing the change."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +22,7 @@ from features.versioning import dvc_hash
 from pipelines.ingest import ingest_flow
 from synthetic.generator import seed_source
 from tests.conftest import END_DATE, migrated_engine
+from tests.tcp_proxy import CuttableProxy
 
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 59, tzinfo=UTC)
 
@@ -123,62 +121,15 @@ def test_unreachable_source_names_host_and_keeps_the_previous_snapshot(
     assert not list(data.glob(".raw.staging-*"))
 
 
-class FlakyProxy:
-    """A TCP proxy to PostgreSQL that drops the first `drops` connections at once (a
-    connection drop as a network or a pooler restart causes it), then forwards."""
-
-    def __init__(self, target_port: int = 5432, drops: int = 2) -> None:
-        self.drops = drops
-        self.accepted = 0
-        self.target_port = target_port
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        self.server.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed by close()
-                return
-            self.accepted += 1
-            if self.accepted <= self.drops:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        self._stop.set()
-        self.server.close()
-
-
 @pytest.fixture
-def flaky_proxy() -> Iterator[FlakyProxy]:
-    proxy = FlakyProxy()
-    yield proxy
-    proxy.close()
+def flaky_proxy() -> Iterator[CuttableProxy]:
+    """A proxy to the real PostgreSQL that drops its first two connections at once."""
+    with CuttableProxy(drops=2) as proxy:
+        yield proxy
 
 
 def test_dropped_connections_are_retried(
-    pg_url: str, tmp_path: Path, fast_params: Path, flaky_proxy: FlakyProxy
+    pg_url: str, tmp_path: Path, fast_params: Path, flaky_proxy: CuttableProxy
 ) -> None:
     seeded(pg_url, tmp_path, students=10)
     through_proxy = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{flaky_proxy.port}")
