@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -155,6 +155,33 @@ Command = Sequence[str | Path]
 READY_TIMEOUT_S = 300.0
 
 
+def await_ready(
+    url: str,
+    exit_code: Callable[[], int | None],
+    output: Callable[[], str],
+    timeout: float = READY_TIMEOUT_S,
+    every: float = 0.5,
+) -> float:
+    """Poll `url` until it answers 200 and return the seconds it took; fail the test,
+    with the server's `output()`, when `exit_code()` says it exited or after `timeout`."""
+    import pytest
+
+    began = time.monotonic()
+    while not answers(url):
+        code = exit_code()
+        if code is not None:
+            pytest.fail(f"the server exited {code} before {url} answered 200:\n{output()}")
+        if time.monotonic() - began > timeout:
+            pytest.fail(f"{url} not 200 within {timeout:g} s:\n{output()}")
+        time.sleep(every)
+    return time.monotonic() - began
+
+
+def log_tail(log: Path, chars: int = 3000) -> str:
+    """The end of a server's log file."""
+    return log.read_text(errors="replace")[-chars:]
+
+
 @contextmanager
 def started(
     command: Command,
@@ -165,20 +192,13 @@ def started(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server process, once `ready_url` answers 200; stopped (its whole group: SIGTERM,
     then SIGKILL) at the end."""
-    import pytest
 
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            deadline = time.monotonic() + timeout
-            while not answers(ready_url):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(
-                        f"{command[:3]} not ready: {log.read_text(errors='replace')[-3000:]}"
-                    )
-                time.sleep(0.5)
+            await_ready(ready_url, process.poll, lambda: log_tail(log), timeout)
             yield process
         finally:
             if process.poll() is None:
@@ -221,7 +241,6 @@ def serving_process(
     stores, with a flush interval and batch so long that only the shutdown writes the
     prediction log (`settings_env` adds or overrides settings). Yields the base URL and
     the process (stopped at the end if alive); its log is `folder/serve.log`."""
-    import pytest
 
     settings_now = get_settings()
     port = free_port()
@@ -246,18 +265,10 @@ def serving_process(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVE_READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bentoml serve exited {process.returncode}: {_tail(folder)}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not ready within {SERVE_READY_TIMEOUT_S:g} s: {_tail(folder)}")
-            time.sleep(0.5)
+        await_ready(
+            f"{base}/readyz", process.poll, lambda: log_tail(folder / "serve.log"),
+            SERVE_READY_TIMEOUT_S,
+        )  # fmt: skip
         yield base, process
     finally:
         if process.poll() is None:
@@ -266,5 +277,13 @@ def serving_process(
         log_file.close()
 
 
-def _tail(folder: Path) -> str:
-    return (folder / "serve.log").read_text(errors="replace")[-3000:]
+def progress_day(**changes: Any) -> dict[str, Any]:
+    """One valid day of progress-forecast inputs, with `changes`."""
+    return {
+        "day": "2026-11-20",
+        "study_minutes": 30,
+        "logins": 1,
+        "streak_days": 3,
+        "test_score": None,
+        "completion_percent": 40,
+    } | changes

@@ -36,6 +36,7 @@ from tests.conftest import END_DATE, migrated_engine
 from tests.serving_support import (
     ServingRun,
     as_service,
+    await_ready,
     service_env,
     started,
     stored_predictions,
@@ -243,18 +244,13 @@ def serve_predict_and_stop(
            *docker_options, image, *command)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = started_at + READY_TIMEOUT_S
-        while True:
-            if not state(name)["Running"]:
-                pytest.fail(f"the container exited {state(name)['ExitCode']}:\n{logs(name)}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"/readyz not 200 within {READY_TIMEOUT_S:g} s:\n{logs(name)}")
-            time.sleep(1)
+        await_ready(
+            f"{base}/readyz",
+            lambda: None if state(name)["Running"] else int(state(name)["ExitCode"]),
+            lambda: logs(name),
+            READY_TIMEOUT_S - (time.monotonic() - started_at),
+            every=1,
+        )
         print(f"container ready in {time.monotonic() - started_at:.1f} s")
 
         expected: Counter[str] = Counter()

@@ -28,6 +28,7 @@ from tests.serving_support import (
     as_service,
     as_user,
     assert_error,
+    progress_day,
     serving_process,
 )
 
@@ -68,19 +69,8 @@ def catalogue(client: TestClient, student: str) -> dict[str, int]:
 # -- valid bodies, to break one part at a time -------------------------------------------
 
 
-def day(**changes: Any) -> dict[str, Any]:
-    return {
-        "day": "2026-11-20",
-        "study_minutes": 30,
-        "logins": 1,
-        "streak_days": 3,
-        "test_score": None,
-        "completion_percent": 40,
-    } | changes
-
-
 def progress(**changes: Any) -> dict[str, Any]:
-    inputs = {"days": [day()], "days_since_join": 10, "topics_total": 20} | changes
+    inputs = {"days": [progress_day()], "days_since_join": 10, "topics_total": 20} | changes
     return {"inputs": inputs}
 
 
@@ -261,7 +251,7 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.day",
-            progress(days=[day(day=True)]),
+            progress(days=[progress_day(day=True)]),
         ),
         # -- dates at and past their limits
         Case(
@@ -270,7 +260,7 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.day",
-            progress(days=[day(day="0001-01-01")]),
+            progress(days=[progress_day(day="0001-01-01")]),
         ),
         Case(
             "progress, day 9999-12-31",
@@ -278,7 +268,7 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.day",
-            progress(days=[day(day="9999-12-31")]),
+            progress(days=[progress_day(day="9999-12-31")]),
         ),
         Case(
             "progress, day 1999-12-31",
@@ -286,28 +276,30 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.day",
-            progress(days=[day(day="1999-12-31")]),
+            progress(days=[progress_day(day="1999-12-31")]),
         ),
         Case(
             "progress, day 2000-01-01",
             "POST",
             PROGRESS,
             200,
-            body=progress(days=[day(day="2000-01-01")]),
+            body=progress(days=[progress_day(day="2000-01-01")]),
         ),
         Case(
             "progress, last day",
             "POST",
             PROGRESS,
             200,
-            body=progress(days=[day(day=LAST_DAY.isoformat())]),
+            body=progress(days=[progress_day(day=LAST_DAY.isoformat())]),
         ),
         Case(
             "progress, first and last day in one window",
             "POST",
             PROGRESS,
             200,
-            body=progress(days=[day(day="2000-01-01"), day(day=LAST_DAY.isoformat())]),
+            body=progress(
+                days=[progress_day(day="2000-01-01"), progress_day(day=LAST_DAY.isoformat())]
+            ),
         ),
         Case(
             "progress, day 2026-02-30",
@@ -315,7 +307,7 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.day",
-            progress(days=[day(day="2026-02-30")]),
+            progress(days=[progress_day(day="2026-02-30")]),
         ),
         # -- numbers at and past each type's limits
         Case(
@@ -501,29 +493,38 @@ def cases(catalogue: dict[str, int]) -> list[Case]:
             PROGRESS,
             400,
             "inputs.days.0.study_minutes",
-            progress(days=[day(study_minutes=1e308)]),
+            progress(days=[progress_day(study_minutes=1e308)]),
         ),
         Case(
             "progress, minutes at their limit",
             "POST",
             PROGRESS,
             200,
-            body=progress(days=[day(study_minutes=1440)]),
+            body=progress(days=[progress_day(study_minutes=1440)]),
         ),
         Case(
-            "progress, -0.0 logins", "POST", PROGRESS, 200, body=progress(days=[day(logins=-0.0)])
+            "progress, -0.0 logins",
+            "POST",
+            PROGRESS,
+            200,
+            body=progress(days=[progress_day(logins=-0.0)]),
         ),
         Case(
             "progress, 5e-324 streak",
             "POST",
             PROGRESS,
             200,
-            body=progress(days=[day(streak_days=5e-324)]),
+            body=progress(days=[progress_day(streak_days=5e-324)]),
         ),
         # -- empty and huge collections
         Case("progress, no days", "POST", PROGRESS, 400, "inputs.days", progress(days=[])),
         Case(
-            "progress, 367 days", "POST", PROGRESS, 400, "inputs.days", progress(days=[day()] * 367)
+            "progress, 367 days",
+            "POST",
+            PROGRESS,
+            400,
+            "inputs.days",
+            progress(days=[progress_day()] * 367),
         ),
         Case(
             "recommend, no subjects",

@@ -27,6 +27,7 @@ from tests.serving_support import (
     as_service,
     as_user,
     assert_error,
+    progress_day,
     token,
 )
 
@@ -353,18 +354,6 @@ def focus_row(**changes: Any) -> dict[str, Any]:
     row: dict[str, Any] = {column: 0.5 for column in FEATURE_COLUMNS}
     row.update(topic_id=1, mean_difficulty=3.0, attempts=10.0, **changes)
     return row
-
-
-def progress_day(**changes: Any) -> dict[str, Any]:
-    day = {
-        "day": "2026-11-20",
-        "study_minutes": 30,
-        "logins": 1,
-        "streak_days": 3,
-        "test_score": None,
-        "completion_percent": 40,
-    }
-    return day | changes
 
 
 @pytest.mark.parametrize(

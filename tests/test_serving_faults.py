@@ -26,7 +26,13 @@ from core.config import get_settings
 from core.net import free_port
 from features.schema import CONTRACT_TABLES
 from tests.conftest import migrated_engine
-from tests.serving_support import as_service, service_env, stored_predictions
+from tests.serving_support import (
+    as_service,
+    await_ready,
+    log_tail,
+    service_env,
+    stored_predictions,
+)
 
 READY_TIMEOUT_S = 240.0
 FOCUS_ROUTE = "/api/v1/ml/predict/focus-areas"
@@ -59,22 +65,10 @@ def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"prepiq serve exited {process.returncode}: {_tail(log)}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"not ready within {READY_TIMEOUT_S:g} s: {_tail(log)}")
-        time.sleep(0.5)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:]
+    await_ready(
+        f"http://127.0.0.1:{port}/readyz", process.poll, lambda: log_tail(log), READY_TIMEOUT_S
+    )
+    return process
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
