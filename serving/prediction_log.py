@@ -369,22 +369,17 @@ class PredictionLog:
                     return
                 batch, self._commit_queue = self._commit_queue, []
             rows = [row for row, _, _ in batch]
-            seq: int | None = None
             try:
                 seq = self.spool.append(rows)
                 if seq is None:
                     self._drop(len(rows), "spool full")
                 else:
                     self._buffer_rows(rows, seq)
-            except OSError as exc:  # a failing disk must not stop the answers
-                self._spool_log.hit(len(rows), error=str(exc))
+            except Exception as exc:  # a failing disk, or a row it cannot encode
+                self._spool_log.hit(len(rows), error=f"{type(exc).__name__}: {exc}")
                 self._buffer_rows(rows, None)
-            by_loop: dict[Any, list[asyncio.Future[None]]] = {}
-            for _, future, loop in batch:
-                by_loop.setdefault(loop, []).append(future)
-            for loop, futures in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
-                    loop.call_soon_threadsafe(_resolve, futures)
+            finally:  # whatever happened, the waiting answers go (this thread lives on)
+                _release(batch)
 
     def _buffer_rows(self, rows: list[dict[str, Any]], seq: int | None) -> None:
         for row in rows:
@@ -542,6 +537,16 @@ class PredictionLog:
                 rows=len(self._buffer),
                 kept_in_spool=self.spool is not None,
             )
+
+
+def _release(batch: list[tuple[dict[str, Any], asyncio.Future[None], Any]]) -> None:
+    """Resolve each queued row's future on its own event loop."""
+    by_loop: dict[Any, list[asyncio.Future[None]]] = {}
+    for _, future, loop in batch:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits
+            loop.call_soon_threadsafe(_resolve, futures)
 
 
 def _resolve(futures: list[asyncio.Future[None]]) -> None:

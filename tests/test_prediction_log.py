@@ -193,3 +193,23 @@ def test_a_full_spool_counts_what_it_drops(tmp_path: Path) -> None:
     status = log.status()
     assert status.dropped > 0 and status.spooled + status.dropped == 10
     log.close()
+
+
+def test_a_row_the_spool_cannot_encode_is_answered_and_kept_in_memory(tmp_path: Path) -> None:
+    """The group-commit thread survives a row it cannot write: the request is answered
+    (not left waiting for its timeout), the row stays in memory, and later rows are
+    spooled as before."""
+    log = PredictionLog(_broken(tmp_path), 1000, 3600, spool=Spool(tmp_path / "spool", 1 << 30))
+    try:
+
+        async def both() -> None:
+            bad = _fields("unencodable") | {"response": {"seen": {1, 2}}}  # a set: no JSON
+            await asyncio.wait_for(log.record(**bad), timeout=30)
+            await asyncio.wait_for(log.record(**_fields("fine")), timeout=30)
+
+        asyncio.run(both())
+        assert log.pending == 2
+        assert log.status().spooled == 1  # only the encodable row reached the disk
+        assert log.dropped == 0
+    finally:
+        log.close()
