@@ -359,7 +359,9 @@ class PrepIQService:
     async def readiness(self) -> schemas.Readiness:
         """The `/readyz` document: ready when every required model is served and the
         source answers (checked at most every `serving_source_check_seconds`)."""
-        source = await anyio.to_thread.run_sync(self.source.current)
+        source = self.source.fresh()
+        if source is None:  # a check is due: it may wait on the database
+            source = await anyio.to_thread.run_sync(self.source.current)
         return schemas.Readiness(
             ready=self.models.ready and source.reachable,
             required=list(self.models.required),

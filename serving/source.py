@@ -63,11 +63,17 @@ class SourceHealth:
         """The last verdict, without checking."""
         return self._state
 
+    def fresh(self) -> SourceState | None:
+        """The last verdict while younger than `check_seconds`, else None (no I/O: the
+        event loop asks this first and goes to a thread only for a check)."""
+        return self._state if time.monotonic() - self._checked < self.check_seconds else None
+
     def current(self) -> SourceState:
         """The verdict, checked again when older than `check_seconds` (blocking: call it
         from a thread). While another thread checks, the last verdict is the answer."""
-        if time.monotonic() - self._checked < self.check_seconds:
-            return self._state
+        fresh = self.fresh()
+        if fresh is not None:
+            return fresh
         if not self._checking.acquire(blocking=False):
             return self._state
         try:
