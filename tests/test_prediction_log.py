@@ -6,20 +6,25 @@ every bounded loss counted."""
 from __future__ import annotations
 
 import asyncio
+import random
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+import pytest
+from sqlalchemy import Engine, func, make_url, select
 
 from core.config import PROJECT_ROOT
 from core.database import get_engine
 from features.schema import ModelPrediction
+from serving import prediction_log
 from serving.prediction_log import PredictionLog, Spool, insert_predictions, retry_delay
 from tests.conftest import migrated_engine
+from tests.tcp_proxy import CuttableProxy
 
 
 def _fields(request_id: str) -> dict[str, Any]:
@@ -47,6 +52,21 @@ def _stored(engine: Engine) -> dict[str, int]:
     query = select(table.c.request_id, func.count()).group_by(table.c.request_id)
     with engine.connect() as conn:
         return {str(r[0]): int(r[1]) for r in conn.execute(query)}
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[..., PredictionLog]]:
+    """`PredictionLog(...)` for a test; each is closed at the end even when an assertion
+    failed (its writer and committer threads stop, its spool lock goes)."""
+    logs: list[PredictionLog] = []
+
+    def make(*args: Any, **kwargs: Any) -> PredictionLog:
+        logs.append(PredictionLog(*args, **kwargs))
+        return logs[-1]
+
+    yield make
+    for log in logs:
+        log.close()  # again for a closed one: only its (empty) flush runs again
 
 
 def _broken(tmp_path: Path) -> Engine:
@@ -82,6 +102,7 @@ def test_a_spool_left_by_a_killed_process_is_replayed_exactly_once(tmp_path: Pat
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
+        timeout=120,
     )
     assert done.returncode == -9 and "answered" in done.stdout, done.stderr
     assert list(spool_dir.glob("*.spool"))  # the rows are on disk
@@ -102,12 +123,14 @@ def test_a_spool_left_by_a_killed_process_is_replayed_exactly_once(tmp_path: Pat
     assert list(spool_dir.iterdir()) == []  # a clean shutdown leaves nothing
 
 
-def test_a_live_processes_spool_is_not_replayed_by_another(tmp_path: Path) -> None:
+def test_a_live_processes_spool_is_not_replayed_by_another(
+    tmp_path: Path, opened: Callable[..., PredictionLog]
+) -> None:
     engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
     spool_dir = tmp_path / "spool"
-    first = PredictionLog(_broken(tmp_path), 1000, 3600, spool=Spool(spool_dir, 1 << 30))
+    first = opened(_broken(tmp_path), 1000, 3600, spool=Spool(spool_dir, 1 << 30))
     _record(first, ["a", "b"])
-    second = PredictionLog(engine, 1000, 3600, spool=Spool(spool_dir, 1 << 30))
+    second = opened(engine, 1000, 3600, spool=Spool(spool_dir, 1 << 30))
     try:
         assert second.replay_orphans() == 0  # `first` still holds its lock
         assert first.status().spooled == 2
@@ -134,6 +157,7 @@ def test_inserting_the_same_rows_twice_stores_them_once(any_url: str) -> None:
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
+    random.seed(20261207)  # the jitter's draws, reproducible
     for failures in range(1, 40):
         ceiling = min(30.0, 0.5 * 2 ** (failures - 1))
         delays = [retry_delay(failures, 30.0) for _ in range(50)]
@@ -142,26 +166,49 @@ def test_backoff_grows_to_its_cap_with_jitter() -> None:
     assert retry_delay(3, 30.0) > retry_delay(1, 30.0)
 
 
-def test_the_writer_backs_off_while_the_database_is_down(tmp_path: Path) -> None:
-    log = PredictionLog(_broken(tmp_path), batch_size=1, flush_seconds=0.01)
-    try:
-        # Each new row would wake the old writer: it retried once per row.
-        for i in range(200):
-            _record(log, [f"w{i}"])
-        time.sleep(2.0)
-        # Backoff of 0.25-0.5, 0.5-1, 1-2 s...: a handful of attempts in 2 s, not hundreds.
-        assert 1 <= log.failures <= 6, log.failures
-        status = log.status()
-        assert status.pending == 200 and status.written == 0 and status.dropped == 0
-        assert status.last_error is not None and "no such table" in status.last_error
-    finally:
-        log.engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
-        log.close()
+def test_the_writer_backs_off_while_the_database_is_down(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real PostgreSQL, refusing connections behind a cut proxy. Every failed insert is
+    followed by one backoff wait, growing with the consecutive failures: 200 new rows (each
+    a wake-up, at a batch size of 1) add no attempts. The delays are the writer's own,
+    shortened 20-fold so the test waits for behaviour, not for a clock."""
+    migrated_engine(pg_url)
+    asked: list[int] = []
+
+    def recorded(failures: int, cap: float) -> float:
+        asked.append(failures)
+        return retry_delay(failures, cap) / 20
+
+    monkeypatch.setattr(prediction_log, "retry_delay", recorded)
+    target = make_url(pg_url)
+    with CuttableProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
+        proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
+        proxy.cut()
+        log = PredictionLog(get_engine(proxied), batch_size=1, flush_seconds=0.01)
+        try:
+            for i in range(200):
+                _record(log, [f"w{i}"])
+            deadline = time.monotonic() + 60
+            while len(asked) < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            failures, waits = log.failures, list(asked)
+            assert waits[:4] == [1, 2, 3, 4], waits  # one wait per failure, growing
+            assert failures in (len(waits), len(waits) + 1)  # no attempt without a wait
+            status = log.status()
+            assert status.pending == 200 and status.written == 0 and status.dropped == 0
+            assert status.last_error is not None and "OperationalError" in status.last_error
+        finally:
+            proxy.restore()
+            log.close()
     assert log.written == 200 and log.status().last_error is None
+    assert len(_stored(get_engine(pg_url))) == 200
 
 
-def test_a_full_memory_buffer_without_a_spool_counts_what_it_drops(tmp_path: Path) -> None:
-    log = PredictionLog(_broken(tmp_path), 1000, 3600, max_buffered=3)
+def test_a_full_memory_buffer_without_a_spool_counts_what_it_drops(
+    tmp_path: Path, opened: Callable[..., PredictionLog]
+) -> None:
+    log = opened(_broken(tmp_path), 1000, 3600, max_buffered=3)
     _record(log, [f"d{i}" for i in range(5)])
     assert log.status().dropped == 2 and log.pending == 3
     engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
@@ -170,11 +217,11 @@ def test_a_full_memory_buffer_without_a_spool_counts_what_it_drops(tmp_path: Pat
     assert _stored(engine) == {"d2": 1, "d3": 1, "d4": 1}  # the oldest went
 
 
-def test_with_a_spool_a_full_memory_buffer_loses_nothing(tmp_path: Path) -> None:
+def test_with_a_spool_a_full_memory_buffer_loses_nothing(
+    tmp_path: Path, opened: Callable[..., PredictionLog]
+) -> None:
     spool_dir = tmp_path / "spool"
-    log = PredictionLog(
-        _broken(tmp_path), 1000, 3600, spool=Spool(spool_dir, 1 << 30), max_buffered=2
-    )
+    log = opened(_broken(tmp_path), 1000, 3600, spool=Spool(spool_dir, 1 << 30), max_buffered=2)
     _record(log, [f"o{i}" for i in range(5)])
     assert log.status().dropped == 0 and log.pending == 2 and log.status().spooled == 5
     engine = migrated_engine(f"sqlite:///{tmp_path / 'source.db'}")
@@ -185,21 +232,23 @@ def test_with_a_spool_a_full_memory_buffer_loses_nothing(tmp_path: Path) -> None
     log.close()
 
 
-def test_a_full_spool_counts_what_it_drops(tmp_path: Path) -> None:
-    log = PredictionLog(
-        _broken(tmp_path), 1000, 3600, spool=Spool(tmp_path / "spool", max_bytes=1500)
-    )
+def test_a_full_spool_counts_what_it_drops(
+    tmp_path: Path, opened: Callable[..., PredictionLog]
+) -> None:
+    log = opened(_broken(tmp_path), 1000, 3600, spool=Spool(tmp_path / "spool", max_bytes=1500))
     _record(log, [f"f{i}" for i in range(10)])  # about 300 bytes a row
     status = log.status()
     assert status.dropped > 0 and status.spooled + status.dropped == 10
     log.close()
 
 
-def test_a_row_the_spool_cannot_encode_is_answered_and_kept_in_memory(tmp_path: Path) -> None:
+def test_a_row_the_spool_cannot_encode_is_answered_and_kept_in_memory(
+    tmp_path: Path, opened: Callable[..., PredictionLog]
+) -> None:
     """The group-commit thread survives a row it cannot write: the request is answered
     (not left waiting for its timeout), the row stays in memory, and later rows are
     spooled as before."""
-    log = PredictionLog(_broken(tmp_path), 1000, 3600, spool=Spool(tmp_path / "spool", 1 << 30))
+    log = opened(_broken(tmp_path), 1000, 3600, spool=Spool(tmp_path / "spool", 1 << 30))
     try:
 
         async def both() -> None:

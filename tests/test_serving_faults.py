@@ -55,8 +55,11 @@ def _env(source_url: str, spool_dir: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """`prepiq serve` on `port`, in a process group of its own, once /readyz answers 200."""
+def _serve(
+    port: int, env: dict[str, str], log: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    """`prepiq serve` on `port`, in a process group of its own, added to `processes` (which
+    the fixture stops, even when it never gets ready), once /readyz answers 200."""
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "prepiq.cli", "serve", "--port", str(port)],
@@ -65,10 +68,10 @@ def _serve(port: int, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    processes.append(process)
     await_ready(
         f"http://127.0.0.1:{port}/readyz", process.poll, lambda: log_tail(log), READY_TIMEOUT_S
     )
-    return process
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -111,12 +114,13 @@ def test_kill_9_under_load_loses_no_answered_prediction_and_leaves_no_orphan(
     base = f"http://127.0.0.1:{port}"
     env = _env(served_models, tmp_path / "spool")
     log = tmp_path / "serve.log"
-    processes.append(_serve(port, env, log))
+    _serve(port, env, log, processes)
 
     answered: list[str] = []
     stop = threading.Event()
     clients = [
-        threading.Thread(target=_load, args=(base, student, answered, stop)) for _ in range(4)
+        threading.Thread(target=_load, args=(base, student, answered, stop), daemon=True)
+        for _ in range(4)
     ]
     for client in clients:
         client.start()
@@ -128,11 +132,12 @@ def test_kill_9_under_load_loses_no_answered_prediction_and_leaves_no_orphan(
     stop.set()
     for client in clients:
         client.join(timeout=60)
+        assert not client.is_alive()  # each saw the server go
     assert len(answered) >= 150
     assert stored_predictions(served_models, answered) == []  # none written before the kill
 
     # Restarted at once on the same port: it replays the dead worker's spool.
-    processes.append(_serve(port, env, log))
+    _serve(port, env, log, processes)
     deadline = time.monotonic() + 60
     rows = stored_predictions(served_models, answered)
     while len(rows) < len(answered) and time.monotonic() < deadline:
@@ -149,7 +154,7 @@ def test_kill_9_under_load_loses_no_answered_prediction_and_leaves_no_orphan(
     os.kill(processes[1].pid, signal.SIGKILL)
     processes[1].wait(timeout=30)
     worker.wait(timeout=30)  # psutil.TimeoutExpired if it outlived its parent
-    processes.append(_serve(port, env, log))  # no "Address already in use"
+    _serve(port, env, log, processes)  # no "Address already in use"
 
 
 def test_a_slow_request_gets_504_and_one_past_the_concurrency_limit_429(
@@ -161,22 +166,24 @@ def test_a_slow_request_gets_504_and_one_past_the_concurrency_limit_429(
     env = _env(
         pg_url,
         tmp_path / "spool",
-        PREPIQ_SERVING_REQUEST_TIMEOUT_SECONDS="4",
+        # Long enough for both held requests and the probe to arrive on a loaded machine.
+        PREPIQ_SERVING_REQUEST_TIMEOUT_SECONDS="15",
         PREPIQ_SERVING_MAX_CONCURRENCY="2",
         PREPIQ_SERVING_MATERIALISED_STUDENTS="0",  # every request reads the source
     )
-    processes.append(_serve(port, env, tmp_path / "serve.log"))
+    _serve(port, env, tmp_path / "serve.log", processes)
     dsn = pg_url.replace("postgresql+psycopg://", "postgresql://")
     answers: list[httpx.Response] = []
 
     def ask() -> None:
         body = {"user_id": str(uuid.uuid4())}
-        answers.append(httpx.post(f"{base}{FOCUS_ROUTE}", json=body, headers=as_service()))
+        answer = httpx.post(f"{base}{FOCUS_ROUTE}", json=body, headers=as_service(), timeout=60)
+        answers.append(answer)
 
     with psycopg.connect(dsn) as locker, psycopg.connect(dsn, autocommit=True) as watcher:
         tables = ", ".join(t for t in CONTRACT_TABLES if t != "model_predictions")
         locker.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")  # held until rollback
-        held = [threading.Thread(target=ask) for _ in range(2)]
+        held = [threading.Thread(target=ask, daemon=True) for _ in range(2)]
         for thread in held:
             thread.start()
         waiting = 0
@@ -190,10 +197,14 @@ def test_a_slow_request_gets_504_and_one_past_the_concurrency_limit_429(
             time.sleep(0.05)
         assert waiting == 2  # both requests in flight, blocked on the source
         over = httpx.post(
-            f"{base}{FOCUS_ROUTE}", json={"user_id": str(uuid.uuid4())}, headers=as_service()
+            f"{base}{FOCUS_ROUTE}",
+            json={"user_id": str(uuid.uuid4())},
+            headers=as_service(),
+            timeout=60,
         )
         for thread in held:
             thread.join(timeout=60)
+            assert not thread.is_alive()
         locker.rollback()
     assert over.status_code == 429 and over.json()["code"] == "overloaded", over.text
     assert over.headers["retry-after"] == "1"
@@ -201,6 +212,9 @@ def test_a_slow_request_gets_504_and_one_past_the_concurrency_limit_429(
     # The timed-out requests gave their slots back: the next one is answered (an unknown
     # student: 404), not shed.
     after = httpx.post(
-        f"{base}{FOCUS_ROUTE}", json={"user_id": str(uuid.uuid4())}, headers=as_service()
+        f"{base}{FOCUS_ROUTE}",
+        json={"user_id": str(uuid.uuid4())},
+        headers=as_service(),
+        timeout=60,
     )
     assert after.status_code == 404, after.text
