@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -132,6 +133,12 @@ def as_user(user_id: str, **claims: Any) -> dict[str, str]:
 
 def as_service() -> dict[str, str]:
     return {"X-API-Key": SERVICE_KEY}
+
+
+def admin_user() -> dict[str, str]:
+    """A fresh admin caller (any route, anyone's rows) with a rate-limit window of its own,
+    so that no case eats another's."""
+    return as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
 
 
 def as_admin() -> dict[str, str]:

@@ -12,11 +12,13 @@ import socket
 import threading
 from types import TracebackType
 
+from sqlalchemy import make_url
+
 
 class CuttableProxy:
     """Forwards 127.0.0.1:`port` to `target` while up; `accepted` counts connections."""
 
-    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5432), drops: int = 0) -> None:
+    def __init__(self, target: tuple[str, int], drops: int = 0) -> None:
         self.target = target
         self.drops = drops
         self.accepted = 0
@@ -27,6 +29,14 @@ class CuttableProxy:
         self.port: int = probe.getsockname()[1]
         probe.close()
         self.restore()
+
+    @classmethod
+    def before(cls, url: str, drops: int = 0) -> tuple[CuttableProxy, str]:
+        """A proxy to the database of `url`, and the URL that reaches it through the proxy."""
+        target = make_url(url)
+        proxy = cls((target.host or "127.0.0.1", target.port or 5432), drops)
+        through = target.set(host="127.0.0.1", port=proxy.port)
+        return proxy, through.render_as_string(hide_password=False)
 
     def restore(self) -> None:
         """Accept connections again."""

@@ -145,7 +145,13 @@ def test_compose_config_is_valid_for_each_environment(environment: str, tmp_path
         Path(grafana["/var/lib/grafana/dashboards"])
         == PROJECT_ROOT / "deploy" / "grafana" / "dashboards"
     )
-    assert "PREPIQ_ALERT_WEBHOOK_URL" in serving["environment"]
+    webhook = next(  # the env file's channel, as the pipelines' containers get it
+        line.split("=", 1)[1]
+        for line in ENV_FILES[environment].read_text().splitlines()
+        if line.startswith("PREPIQ_ALERT_WEBHOOK_URL=")
+    )
+    assert serving["environment"]["PREPIQ_ALERT_WEBHOOK_URL"] == webhook
+    assert services["prefect-worker"]["environment"]["PREPIQ_ALERT_WEBHOOK_URL"] == webhook
     # dev seeds the PostgreSQL stand-in; prod never touches the app's database.
     assert ("seed" in services) == (environment == "dev")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from serving.schemas import LAST_DAY, MAX_ANSWERS, MAX_ID
 from tests.serving_support import (
     ANONYMOUS_RATE_LIMIT,
     MAX_BODY,
+    admin_user,
     as_service,
     as_user,
     assert_error,
@@ -45,12 +47,6 @@ CHALLENGE = 'Bearer realm="prepiq"'
 ADDRESSES = itertools.count(1)  # a client address per credentials case
 
 
-def admin() -> dict[str, str]:
-    """A fresh admin caller (any route, anyone's rows), so that no case eats another's
-    rate-limit window."""
-    return as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
-
-
 @pytest.fixture(scope="module")
 def client(serving_app: Any) -> Iterator[TestClient]:
     with TestClient(serving_app) as test_client:
@@ -60,7 +56,7 @@ def client(serving_app: Any) -> Iterator[TestClient]:
 @pytest.fixture(scope="module")
 def catalogue(client: TestClient, student: str) -> dict[str, int]:
     """A subject and one of its topics, from the served source."""
-    answer = client.post(RECOMMEND, json={"user_id": student, "top_k": 1}, headers=admin())
+    answer = client.post(RECOMMEND, json={"user_id": student, "top_k": 1}, headers=admin_user())
     assert answer.status_code == 200, answer.text
     first = answer.json()["recommendations"][0]
     return {"subject_id": int(first["subject_id"]), "topic_id": int(first["topic_id"])}
@@ -629,7 +625,7 @@ def send(client: TestClient, case: Case, headers: dict[str, str] | None = None) 
         content = json.dumps(case.body).encode()
         sent.setdefault("Content-Type", "application/json")
     return client.request(
-        case.method, case.path, content=content, headers={**(headers or admin()), **sent}
+        case.method, case.path, content=content, headers={**(headers or admin_user()), **sent}
     )
 
 
@@ -645,6 +641,7 @@ def test_hostile_requests_get_their_4xx_naming_the_problem(
                 assert answer.status_code == case.status, answer.text[:500]
             else:
                 body = assert_error(answer, case.status, case.blamed)
+                assert body["field"] == case.blamed, body  # None: the whole request's fault
                 if case.status == 415:
                     assert body["code"] == "unsupported_media_type", body
         except AssertionError as exc:
@@ -655,7 +652,7 @@ def test_hostile_requests_get_their_4xx_naming_the_problem(
 def test_an_empty_practice_list_recommends_what_a_new_student_should_start_with(
     client: TestClient, catalogue: dict[str, int]
 ) -> None:
-    answer = client.post(RECOMMEND, json=recommend(catalogue["subject_id"]), headers=admin())
+    answer = client.post(RECOMMEND, json=recommend(catalogue["subject_id"]), headers=admin_user())
     assert answer.status_code == 200, answer.text
     topics = answer.json()["recommendations"]
     assert topics and {t["subject_id"] for t in topics} == {catalogue["subject_id"]}
@@ -668,7 +665,7 @@ def test_every_date_time_answered_carries_its_offset(client: TestClient) -> None
 
     from serving.schemas import StoredPrediction
 
-    status = client.get(STATUS, headers=admin()).json()
+    status = client.get(STATUS, headers=admin_user()).json()
     answered = [status["started_at"]]
     answered += [m["loaded_at"] for m in status["models"]]
     answered += [a["since"] for a in status["availability"]]
@@ -740,18 +737,18 @@ def test_odd_headers_are_answered_not_crashed_on(client: TestClient, student: st
     ]
     for extra in odd:
         headers = [
-            *((name.encode(), value.encode()) for name, value in admin().items()),
+            *((name.encode(), value.encode()) for name, value in admin_user().items()),
             (b"Content-Type", b"application/json"),
             *((name.encode(), value) for name, value in extra.items()),
         ]
         answer = client.post(PROGRESS, content=body, headers=headers)
         assert answer.status_code == 200, (extra, answer.text)
-        assert answer.headers["x-request-id"].encode() != extra.get("X-Request-ID")
+        assert re.fullmatch(r"[0-9a-f]{32}", answer.headers["x-request-id"]), extra  # fresh
     duplicated = client.post(
         PROGRESS,
         content=body,
         headers=[  # two Content-Types: the framework reads the first, so both are checked
-            *admin().items(),
+            *admin_user().items(),
             ("Content-Type", "multipart/form-data"),
             ("Content-Type", "application/json"),
         ],
@@ -821,7 +818,7 @@ def test_a_chunked_body_past_the_limit_gets_413_from_a_real_server(
 
     with (
         serving_process(served_models, tmp_path) as (base, _),
-        httpx.Client(base_url=base, headers=admin(), timeout=60) as http,
+        httpx.Client(base_url=base, headers=admin_user(), timeout=60) as http,
     ):
         for route in (PROGRESS, RELOAD):
             answer = http.post(

@@ -122,19 +122,21 @@ def test_unreachable_source_names_host_and_keeps_the_previous_snapshot(
 
 
 @pytest.fixture
-def flaky_proxy() -> Iterator[CuttableProxy]:
-    """A proxy to the real PostgreSQL that drops its first two connections at once."""
-    with CuttableProxy(drops=2) as proxy:
-        yield proxy
+def flaky_proxy(pg_url: str) -> Iterator[tuple[CuttableProxy, str]]:
+    """A proxy to the real PostgreSQL that drops its first two connections at once, and
+    the URL through it."""
+    proxy, through = CuttableProxy.before(pg_url, drops=2)
+    with proxy:
+        yield proxy, through
 
 
 def test_dropped_connections_are_retried(
-    pg_url: str, tmp_path: Path, fast_params: Path, flaky_proxy: CuttableProxy
+    pg_url: str, tmp_path: Path, fast_params: Path, flaky_proxy: tuple[CuttableProxy, str]
 ) -> None:
+    proxy, through_proxy = flaky_proxy
     seeded(pg_url, tmp_path, students=10)
-    through_proxy = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{flaky_proxy.port}")
     manifest = ingest_flow(source_url=through_proxy, data_dir=tmp_path / "data", as_of=AS_OF)
-    assert flaky_proxy.accepted > flaky_proxy.drops  # it was refused, retried, then got through
+    assert proxy.accepted > proxy.drops  # it was refused, retried, then got through
     assert manifest.tables["users"].rows == 10
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, make_url, select
+from sqlalchemy import Engine, func, select
 
 from core.config import PROJECT_ROOT
 from core.database import get_engine
@@ -181,9 +181,8 @@ def test_the_writer_backs_off_while_the_database_is_down(
         return retry_delay(failures, cap) / 20
 
     monkeypatch.setattr(prediction_log, "retry_delay", recorded)
-    target = make_url(pg_url)
-    with CuttableProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
-        proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
+    proxy, proxied = CuttableProxy.before(pg_url)
+    with proxy:
         proxy.cut()
         log = PredictionLog(get_engine(proxied), batch_size=1, flush_seconds=0.01)
         try:

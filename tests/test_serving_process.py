@@ -43,6 +43,7 @@ from registry.aliases import all_aliases
 from tests.serving_support import (
     SCHEMA_TEST_KEY,
     ServingRun,
+    admin_user,
     as_admin,
     as_service,
     as_user,
@@ -56,13 +57,7 @@ from tests.serving_support import (
 from training.models import MODELS
 
 FOCUS = "focus-area"
-READY_TIMEOUT_S = 180.0
 SHUTDOWN_TIMEOUT_S = 60.0
-
-
-def admin_user() -> dict[str, str]:
-    """A fresh admin caller: reads anyone's rows, and has a rate-limit window of its own."""
-    return as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
 
 
 # -- a real `bentoml serve` process --------------------------------------------------------

@@ -9,8 +9,6 @@ listens again the service answers by itself (and the alarm clears)."""
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,14 +16,11 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from sqlalchemy import make_url
 
-from core.config import PROJECT_ROOT, get_settings
-from core.net import free_port
 from synthetic.generator import seed_source
 from tests.alert_inbox import Inbox
 from tests.conftest import END_DATE, migrated_engine
-from tests.serving_support import as_service, service_env, started
+from tests.serving_support import as_service, serving_process
 from tests.tcp_proxy import CuttableProxy
 
 OUTAGE_TIMEOUT_S = 60.0
@@ -41,31 +36,20 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
     )
     student = str(pd.read_sql("SELECT id FROM users ORDER BY id LIMIT 1", engine)["id"][0])
     engine.dispose()
-    target = make_url(url)
-    with CuttableProxy((target.host or "127.0.0.1", target.port or 5432)) as proxy:
-        proxied = target.set(port=proxy.port).render_as_string(hide_password=False)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        settings = get_settings()
-        env = {
-            **os.environ,
-            **service_env(proxied),
-            "PREPIQ_HOME": str(settings.home),
-            "MLFLOW_TRACKING_URI": settings.resolved_tracking_uri,
-            "PREPIQ_SERVING_RATE_LIMIT": "100000/minute",  # the test polls, fast
-            "PREPIQ_SERVING_SOURCE_CHECK_SECONDS": "0.5",
-            "PREPIQ_DB_CONNECT_TIMEOUT_SECONDS": "2",
-            "PREPIQ_ALERT_WEBHOOK_URL": alert_inbox.url,
-            "PREPIQ_SERVING_ALERT_WINDOW_SECONDS": "10",  # checked every second
-            "PREPIQ_SERVING_ALERT_MIN_REQUESTS": "5",
-        }
-        command = [
-            sys.executable, "-m", "bentoml", "serve", "serving.service:PrepIQService",
-            "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(PROJECT_ROOT),
-        ]  # fmt: skip
+    proxy, proxied = CuttableProxy.before(url)
+    with proxy:
         statuses: Counter[int] = Counter()
         with (
-            started(command, env, tmp_path / "serve.log", f"{base}/readyz"),
+            serving_process(
+                proxied,
+                tmp_path,
+                PREPIQ_SERVING_RATE_LIMIT="100000/minute",  # the test polls, fast
+                PREPIQ_SERVING_SOURCE_CHECK_SECONDS="0.5",
+                PREPIQ_DB_CONNECT_TIMEOUT_SECONDS="2",
+                PREPIQ_ALERT_WEBHOOK_URL=alert_inbox.url,
+                PREPIQ_SERVING_ALERT_WINDOW_SECONDS="10",  # checked every second
+                PREPIQ_SERVING_ALERT_MIN_REQUESTS="5",
+            ) as (base, _),
             httpx.Client(base_url=base, headers=as_service(), timeout=30) as http,
         ):
 
@@ -80,6 +64,15 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
                     assert time.monotonic() - began < OUTAGE_TIMEOUT_S, statuses
                     time.sleep(0.05)
                 return time.monotonic() - began
+
+            def after_a_request(done: Callable[[], bool]) -> Callable[[], bool]:
+                """`done`, asked after one more request (the alarm needs requests to see)."""
+
+                def check() -> bool:
+                    progress()
+                    return done()
+
+                return check
 
             assert progress().status_code == 200
             proxy.cut()
@@ -98,7 +91,7 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
             assert ready["source"]["reason"], ready
             assert all(m["state"] == "serving" for m in ready["models"]), ready  # only the source
             assert http.get("/livez").status_code == 200
-            until(lambda: progress() is not None and "serving_errors" in alert_inbox.events())
+            until(after_a_request(lambda: "serving_errors" in alert_inbox.events()))
             alarm = alert_inbox.received[alert_inbox.events().index("serving_errors")]
             assert alarm["details"]["state"] == "firing", alarm
 
@@ -106,9 +99,7 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
             back = until(lambda: progress().status_code == 200)
             readyz_back = until(lambda: http.get("/readyz").status_code == 200)
             assert http.get("/readyz").json()["source"]["reachable"] is True
-            until(
-                lambda: progress() is not None and alert_inbox.events().count("serving_errors") == 2
-            )
+            until(after_a_request(lambda: alert_inbox.events().count("serving_errors") == 2))
             assert alert_inbox.received[-1]["details"]["state"] == "resolved"
             print(
                 f"source cut -> 503: {to_503:.2f} s, /readyz 503 {readyz_down:.2f} s later; "
