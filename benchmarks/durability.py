@@ -132,17 +132,24 @@ def kill_and_count(
     port = free_port()
     spool_dir = home / f"spool-{'on' if spool else 'off'}"
     server = serve(port, spool, spool_dir, home)
-    answered, _ = asyncio.run(load(server.url, student, args.clients, args.seconds, kill=server))
-    server.process.wait(30)
+    try:
+        answered, _ = asyncio.run(
+            load(server.url, student, args.clients, args.seconds, kill=server)
+        )
+        server.process.wait(30)
+    finally:
+        server.stop()  # killed by then; stops it too when the load failed
     restarted_at = time.perf_counter()
     server = serve(port, spool, spool_dir, home)  # the same port, at once
-    restart_seconds = round(time.perf_counter() - restarted_at, 2)
-    deadline = time.monotonic() + REPLAY_WAIT_S
-    found = stored(answered)
-    while spool and len(found) < len(answered) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    try:
+        restart_seconds = round(time.perf_counter() - restarted_at, 2)
+        deadline = time.monotonic() + REPLAY_WAIT_S
         found = stored(answered)
-    server.stop()
+        while spool and len(found) < len(answered) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = stored(answered)
+    finally:
+        server.stop()
     return {
         "spool": spool,
         "answered": len(answered),

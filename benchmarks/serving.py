@@ -256,7 +256,7 @@ def start(
                 if client.get(url + ready_path).status_code == 200:
                     break
             if time.perf_counter() > deadline:
-                process.kill()
+                os.killpg(process.pid, signal.SIGKILL)  # its workers too, not only the parent
                 raise RuntimeError(f"{name} not ready after {STARTUP_TIMEOUT} s; see {log}")
             time.sleep(0.1)
     return Server(name, process, url, round(time.perf_counter() - started, 2), log)
