@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from features.migrate import head_revision
 from prepiq.cli import main
 
 
@@ -80,7 +81,8 @@ def test_installed_entry_point_prints_no_traceback() -> None:
 def test_db_upgrade_then_current(capsys: pytest.CaptureFixture[str], pg_url: str) -> None:
     code, out, _ = run(capsys, "db", "upgrade", "--url", pg_url)
     assert code == 0
-    assert "revision 0001" in out
+    head = head_revision()  # the newest migration (0002: model_predictions' unique index)
+    assert f"revision {head}" in out
     code, out, _ = run(capsys, "db", "current", "--url", pg_url)
     assert code == 0
-    assert out.startswith("0001")
+    assert out.startswith(head)
