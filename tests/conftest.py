@@ -4,8 +4,10 @@ databases on the real server at 127.0.0.1:5432, and small seeded sources."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -232,7 +234,15 @@ def serving_run(
     engine, _ = seeded_sqlite
     folder = tmp_path_factory.mktemp("serving")
     write_small_params(folder)
-    run = ServingRun(url=engine.url.render_as_string(hide_password=False), folder=folder)
+    # Serving writes model_predictions into its source: it gets a copy (by SQLite's backup
+    # API, which sees the WAL), so the seeded source stays as seeded for the tests of it.
+    served = folder / "source.db"
+    with (
+        closing(sqlite3.connect(str(engine.url.database))) as original,
+        closing(sqlite3.connect(served)) as copy,
+    ):
+        original.backup(copy)
+    run = ServingRun(url=f"sqlite:///{served}", folder=folder)
     train(run)
     client = MlflowClient()
     for spec in MODELS.values():
