@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pandas as pd
 from sqlalchemy import Engine, text
 
+from core.database import error_reason
 from core.logging import get_logger
 from features import focus, progress, questions, recommend
 from features.frames import SHARED_TABLES, STUDENT_TABLES, SourceFrames, from_source, read_table
 from serving.errors import NotFoundError
+from serving.source import UNREACHABLE
 
 if TYPE_CHECKING:
     from serving.feature_store import Entry, MaterialisedInputs
@@ -217,9 +219,15 @@ class OnlineFeatures:
         self.engine = engine
         self.now: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.ttl = catalogue_ttl_seconds
-        self._catalogue = Catalogue.read(engine, self.now())
-        self._checked_at = self._catalogue.loaded_at
+        self._catalogue: Catalogue | None = None
+        self._checked_at = float("-inf")
         self._refreshing = threading.Lock()
+        self._loading = threading.Lock()
+        try:
+            self._load()
+        except UNREACHABLE as exc:  # start anyway: not ready, and the first request to
+            # find the source back loads it (a restart must not wait for the database)
+            log.error("catalogue not loaded: source unreachable", error=error_reason(exc))
         self.cache = InputCache(
             cache_seconds_from_env() if cache_seconds is None else cache_seconds
         )
@@ -228,12 +236,23 @@ class OnlineFeatures:
         }
         self.materialised: MaterialisedInputs | None = None  # set by the service
 
+    def _load(self) -> Catalogue:
+        """Read the catalogue when none is loaded yet (one reader; the others wait)."""
+        with self._loading:
+            if self._catalogue is None:
+                self._catalogue = Catalogue.read(self.engine, self.now())
+                self._checked_at = self._catalogue.loaded_at
+            return self._catalogue
+
     @property
     def catalogue(self) -> Catalogue:
         """The cached catalogue; when it was last checked over `ttl` seconds ago, a
         refresh starts in the background and this request uses the current copy (no
-        request waits for a reload)."""
+        request waits for a reload). Until a first copy is read (the source was down at
+        start) the request reads it, and a lost source raises as from any other read."""
         current = self._catalogue
+        if current is None:
+            return self._load()
         if time.monotonic() - self._checked_at > self.ttl and self._refreshing.acquire(
             blocking=False
         ):
@@ -244,6 +263,9 @@ class OnlineFeatures:
         """Reload the catalogue unless its tables and the day are unchanged; True when
         it was reloaded."""
         current = self._catalogue
+        if current is None:
+            self._load()
+            return True
         stamp = catalogue_stamp(self.engine)
         if not (stamp == current.stamp and self.now().date() == current.day):
             self._catalogue = Catalogue.read(self.engine, self.now(), stamp)

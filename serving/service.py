@@ -138,6 +138,7 @@ class PrepIQService:
         )
         self.models.refresh()
         self.features = OnlineFeatures(engine, settings.serving_catalogue_ttl_seconds)
+        self.source.current()  # a source down at start: not ready from the first /readyz
         self.store = self._materialise(settings)
         self.predictions = PredictionLog(
             engine,

@@ -242,12 +242,13 @@ SERVE_READY_TIMEOUT_S = 180.0
 
 @contextmanager
 def serving_process(
-    served_models: str, folder: Path, **settings_env: str
+    served_models: str, folder: Path, up: str = "/readyz", **settings_env: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`bentoml serve` as `prepiq serve` starts it, on a free port, on the fixtures'
     stores, with a flush interval and batch so long that only the shutdown writes the
     prediction log (`settings_env` adds or overrides settings). Yields the base URL and
-    the process (stopped at the end if alive); its log is `folder/serve.log`."""
+    the process (stopped at the end if alive) once `up` answers 200 (`/livez` for a
+    service that is to start not ready); its log is `folder/serve.log`."""
 
     settings_now = get_settings()
     port = free_port()
@@ -273,7 +274,7 @@ def serving_process(
     base = f"http://127.0.0.1:{port}"
     try:
         await_ready(
-            f"{base}/readyz", process.poll, lambda: log_tail(folder / "serve.log"),
+            f"{base}{up}", process.poll, lambda: log_tail(folder / "serve.log"),
             SERVE_READY_TIMEOUT_S,
         )  # fmt: skip
         yield base, process

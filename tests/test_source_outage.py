@@ -5,7 +5,9 @@ models fit it) through a proxy the test cuts: new connections are refused and th
 ones reset, as when the database is down. Requests that need the source then answer 503
 `source_unavailable` with Retry-After (never a 500), `/readyz` says the source is down
 while `/livez` stays up, the 5xx share alerts through the webhook, and once the proxy
-listens again the service answers by itself (and the alarm clears)."""
+listens again the service answers by itself (and the alarm clears). The service is
+first started with the source already down: it starts not ready, and recovers the same
+way."""
 
 from __future__ import annotations
 
@@ -39,10 +41,12 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
     proxy, proxied = CuttableProxy.before(url)
     with proxy:
         statuses: Counter[int] = Counter()
+        proxy.cut()  # down before the service starts: it starts, not ready
         with (
             serving_process(
                 proxied,
                 tmp_path,
+                up="/livez",
                 PREPIQ_SERVING_RATE_LIMIT="100000/minute",  # the test polls, fast
                 PREPIQ_SERVING_SOURCE_CHECK_SECONDS="0.5",
                 PREPIQ_DB_CONNECT_TIMEOUT_SECONDS="2",
@@ -74,7 +78,15 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
 
                 return check
 
-            assert progress().status_code == 200
+            unready = http.get("/readyz")
+            assert unready.status_code == 503, unready.text
+            assert unready.json()["source"]["reachable"] is False, unready.text
+            first = progress()
+            assert first.status_code == 503 and first.json()["code"] == "source_unavailable"
+            proxy.restore()
+            started_back = until(lambda: progress().status_code == 200)
+            until(lambda: http.get("/readyz").status_code == 200)
+
             proxy.cut()
             to_503 = until(lambda: progress().status_code == 503)
             down = progress()
@@ -102,6 +114,7 @@ def test_a_source_outage_answers_503_and_the_service_recovers_by_itself(
             until(after_a_request(lambda: alert_inbox.events().count("serving_errors") == 2))
             assert alert_inbox.received[-1]["details"]["state"] == "resolved"
             print(
+                f"started with the source down; restored -> 200: {started_back:.2f} s; "
                 f"source cut -> 503: {to_503:.2f} s, /readyz 503 {readyz_down:.2f} s later; "
                 f"restored -> 200: {back:.2f} s, /readyz 200 {readyz_back:.2f} s later"
             )
