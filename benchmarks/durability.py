@@ -13,7 +13,7 @@ spool off and on, in the same run. Prints JSON (and saves it to
 Setup as benchmarks/serving.py (a seeded source and a small training run in a throw-away
 PREPIQ_HOME, or `--home DIR` to reuse one).
 
-Usage: python benchmarks/durability.py [--seconds 10] [--clients 16] [--home DIR] [--no-save]
+Usage: python -m benchmarks.durability [--seconds 10] [--clients 16] [--home DIR] [--no-save]
 """
 
 from __future__ import annotations
