@@ -119,6 +119,16 @@ class Settings(BaseSettings):
         "per client address (what guessing keys or tokens can try), in the `limits` "
         "notation; over it they get 429 instead of 401.",
     )
+    serving_rate_limit_strategy: Literal[
+        "sliding-window-counter", "moving-window", "fixed-window"
+    ] = Field(
+        default="sliding-window-counter",
+        description="How the limits count (`limits` strategies): sliding-window-counter "
+        "keeps two counters per caller (this window and the last, weighted), O(1) per "
+        "request and close to exact; moving-window keeps every hit of the window, exact "
+        "at any instant (no window edge lets a burst through) at memory per hit; "
+        "fixed-window is cheapest and lets up to twice the limit through across an edge.",
+    )
     serving_rate_limit_storage: str = Field(
         default="memory://",
         pattern=r"^(memory|redis|rediss|redis\+sentinel|redis\+cluster|valkey|valkeys)://",

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.strategies import STRATEGIES
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.config import Settings
@@ -67,9 +67,7 @@ class Gateway:
         self.auth = Authenticator(settings)
         self.rate = parse(settings.serving_rate_limit)
         self.anonymous_rate = parse(settings.serving_anonymous_rate_limit)
-        # Two counters per caller (this window and the last, weighted), not a moving
-        # window's list of every hit: O(1) per request, and close to the moving window.
-        self.limiter = SlidingWindowCounterRateLimiter(
+        self.limiter = STRATEGIES[settings.serving_rate_limit_strategy](
             storage_from_string(settings.serving_rate_limit_storage)
         )
 

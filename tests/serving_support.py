@@ -65,6 +65,9 @@ def service_env(url: str) -> dict[str, str]:
         "PREPIQ_SERVING_ADMIN_API_KEYS": ADMIN_KEY,
         "PREPIQ_SERVING_RATE_LIMIT": f"{RATE_LIMIT}/minute",
         "PREPIQ_SERVING_ANONYMOUS_RATE_LIMIT": f"{ANONYMOUS_RATE_LIMIT}/minute",
+        # Exact at any instant: a test's burst that crosses a minute's edge is still
+        # limited at its limit (the default's weighted counters would let one through).
+        "PREPIQ_SERVING_RATE_LIMIT_STRATEGY": "moving-window",
         "PREPIQ_SERVING_MAX_BODY_BYTES": str(MAX_BODY),
         # Only a full batch or the shutdown writes the log: the log tests see the latter.
         "PREPIQ_SERVING_LOG_FLUSH_SECONDS": "3600",

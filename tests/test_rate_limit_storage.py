@@ -4,11 +4,13 @@ that cannot be reached lets requests through instead of failing them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from limits.strategies import STRATEGIES
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -26,10 +28,12 @@ async def _ok(_request: Any) -> JSONResponse:
     return JSONResponse({"ok": True})
 
 
-def worker(storage: str) -> TestClient:
-    """One service worker's gateway in front of a trivial route."""
+def worker(storage: str, strategy: str = "moving-window", per: str = "minute") -> TestClient:
+    """One service worker's gateway in front of a trivial route (by default counting
+    exactly, so a burst across a window's edge is limited all the same)."""
     settings = Settings(
-        serving_rate_limit=f"{LIMIT}/minute",
+        serving_rate_limit=f"{LIMIT}/{per}",
+        serving_rate_limit_strategy=strategy,
         serving_rate_limit_storage=storage,
         serving_api_keys=[SERVICE_KEY],
     )
@@ -88,3 +92,28 @@ def test_an_unreachable_storage_lets_requests_through() -> None:
 def test_an_unknown_storage_scheme_is_refused_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="serving_rate_limit_storage"):
         Settings(serving_rate_limit_storage="mongodb://localhost")
+
+
+def _clear_of_an_hour_edge(margin_s: float = 30.0) -> None:
+    """Wait past the next hour's edge when it is under `margin_s` away: the counting
+    strategies' windows are aligned to it, and a burst across it is counted in two."""
+    to_edge = 3600 - time.time() % 3600
+    if to_edge < margin_s:
+        time.sleep(to_edge + 0.1)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_limits_a_burst_at_its_limit(strategy: str) -> None:
+    _clear_of_an_hour_edge()
+    client = worker("memory://", strategy, per="hour")
+    gateway = client.app
+    assert isinstance(gateway, Gateway)
+    assert type(gateway.limiter) is STRATEGIES[strategy]  # the setting is the one used
+    headers = {"X-API-Key": SERVICE_KEY}
+    codes = [client.get("/api/v1/ping", headers=headers).status_code for _ in range(LIMIT + 1)]
+    assert codes == [200] * LIMIT + [429]
+
+
+def test_an_unknown_strategy_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ValueError, match="serving_rate_limit_strategy"):
+        Settings(serving_rate_limit_strategy="token-bucket")
