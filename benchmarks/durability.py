@@ -3,8 +3,9 @@ spool off and on, in the same run. Prints JSON (and saves it to
 `benchmarks/results/durability.json` unless `--no-save`).
 
 - latency: a closed loop of `--clients` clients on the focus-area route (one student,
-  so the model answer is cheap and the log's share of it shows), p50/p99 with the spool
-  off and on;
+  so the model answer is cheap and the log's share of it shows), against two servers up
+  side by side (spool off, on) in `--rounds` alternating phases: each round's
+  requests/s and p50/p99 per mode, and the spool's paired cost per round (median, range);
 - loss: the same load for `--seconds`, then `kill -9` of the whole process group (the
   server and its worker) mid-load, a restart on the same port, and a count of the answered
   predictions (200s) found in `model_predictions` (the writer is set to insert only at
@@ -13,7 +14,7 @@ spool off and on, in the same run. Prints JSON (and saves it to
 Setup as benchmarks/serving.py (a seeded source and a small training run in a throw-away
 PREPIQ_HOME, or `--home DIR` to reuse one).
 
-Usage: python -m benchmarks.durability [--seconds 10] [--clients 16] [--home DIR] [--no-save]
+Usage: python -m benchmarks.durability [--seconds 10] [--rounds 5] [--clients 16] [--home DIR] [--no-save]
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from sqlalchemy import select
 
 from benchmarks.serving import (
@@ -52,6 +54,7 @@ from core.net import free_port
 RESULTS = ROOT / "benchmarks" / "results" / "durability.json"
 ROUTE = "/api/v1/ml/predict/focus-areas"
 REPLAY_WAIT_S = 120.0
+MEASURES = ("requests_per_second", "p50_ms", "p95_ms", "p99_ms")
 
 
 def serve(port: int, spool: bool, spool_dir: Path, home: Path) -> Server:
@@ -161,20 +164,53 @@ def kill_and_count(
     }
 
 
-def latency(args: argparse.Namespace, student: str, spool: bool, home: Path) -> dict[str, Any]:
-    server = serve(free_port(), spool, home / f"spool-lat-{spool}", home)
+def latency(args: argparse.Namespace, student: str, home: Path) -> dict[str, Any]:
+    """Both servers up at once (spool off, on) and `--rounds` load phases alternating
+    between them, so drift and the machine's noise fall on both alike; per mode every
+    round's figures, and per round the paired cost of the spool."""
+    servers = {}
     try:
-        asyncio.run(load(server.url, student, args.clients, args.warmup))
-        _, latencies = asyncio.run(load(server.url, student, args.clients, args.seconds))
+        for spool in (False, True):
+            servers[spool] = serve(free_port(), spool, home / f"spool-lat-{spool}", home)
+        for server in servers.values():
+            asyncio.run(load(server.url, student, args.clients, args.warmup))
+        rounds: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+        for number in range(args.rounds):
+            # Alternate which goes first, so neither always follows the other's load.
+            for spool in (False, True) if number % 2 == 0 else (True, False):
+                url = servers[spool].url
+                _, latencies = asyncio.run(load(url, student, args.clients, args.seconds))
+                rounds[spool].append(summary(latencies, {}, args.seconds))
     finally:
-        server.stop()
-    return {"spool": spool, **summary(latencies, {}, args.seconds)}
+        for server in servers.values():
+            server.stop()
+    pairs = list(zip(rounds[False], rounds[True], strict=True))
+    cost = {
+        "throughput_percent": [
+            round(100 * (1 - on["requests_per_second"] / off["requests_per_second"]), 1)
+            for off, on in pairs
+        ],
+        **{
+            key: [round(on[key] - off[key], 2) for off, on in pairs] for key in ("p50_ms", "p99_ms")
+        },
+    }
+    return {
+        "rounds": {"spool_off": rounds[False], "spool_on": rounds[True]},
+        "median": {
+            mode: {k: float(np.median([r[k] for r in rounds[spool]])) for k in MEASURES}
+            for mode, spool in (("spool_off", False), ("spool_on", True))
+        },
+        "spool_cost_per_round": cost,
+        "spool_cost_median": {k: float(np.median(v)) for k, v in cost.items()},
+        "spool_cost_range": {k: [min(v), max(v)] for k, v in cost.items()},
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--students", type=int, default=400, help="seeded students")
     parser.add_argument("--seconds", type=float, default=10.0, help="load seconds per phase")
+    parser.add_argument("--rounds", type=int, default=5, help="latency phases per mode")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--home", type=Path, default=None, help="keep and reuse this PREPIQ_HOME")
@@ -184,7 +220,12 @@ def main() -> None:
         "benchmark": "durability",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "load": {"route": ROUTE, "clients": args.clients, "seconds": args.seconds},
+        "load": {
+            "route": ROUTE,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+        },
     }
     with contextlib.ExitStack() as stack:
         if args.home is None:
@@ -194,7 +235,7 @@ def main() -> None:
         report["setup"] = prepare(home, args.students, 1)
         configure(home)
         student = load_inputs(1)["users"][0]
-        report["latency"] = [latency(args, student, spool, home) for spool in (False, True)]
+        report["latency"] = latency(args, student, home)
         report["kill_9"] = [kill_and_count(args, student, spool, home) for spool in (False, True)]
     text = json.dumps(report, indent=2, default=str)
     print(text)

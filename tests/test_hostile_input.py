@@ -802,11 +802,12 @@ def test_an_authenticated_callers_429_log_line_names_the_caller(
 # -- what only a real server shows ---------------------------------------------------------
 
 
-def test_a_chunked_body_past_the_limit_gets_413_from_a_real_server(
+def test_a_real_server_counts_chunked_bodies_and_limits_the_forwarded_client(
     served_models: str, tmp_path: Path
 ) -> None:
     """A body sent chunked has no Content-Length to refuse up front: the gateway counts
-    the bytes as they arrive."""
+    the bytes as they arrive. The same server shows the anonymous limit counting the
+    client a proxy forwards."""
 
     def chunks(total: int) -> Iterator[bytes]:
         yield b'{"user_id": "'
@@ -837,6 +838,22 @@ def test_a_chunked_body_past_the_limit_gets_413_from_a_real_server(
             PROGRESS, content=b"{}", headers={"Content-Type": "multipart/form-data"}
         )
         assert_error(boundless, 415, "Content-Type")
+        # Behind a reverse proxy the anonymous limit counts the forwarded client, not the
+        # proxy: uvicorn trusts X-Forwarded-For from FORWARDED_ALLOW_IPS (loopback here).
+        for _ in range(ANONYMOUS_RATE_LIMIT):
+            guess = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.1"})
+            assert_error(guess, 401)
+        limited = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.1"})
+        assert_error(limited, 429)
+        other = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.2"})
+        assert_error(other, 401)
         assert http.get("/readyz").status_code == 200  # still serving
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "serve.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
+    limited_callers = [line.get("caller") for line in lines if line.get("status") == 429]
+    assert limited_callers == ["anon:10.9.0.1"], limited_callers
     log = (tmp_path / "serve.log").read_text(errors="replace")
     assert "Traceback" not in log
