@@ -223,6 +223,8 @@ class OnlineFeatures:
         self._checked_at = float("-inf")
         self._refreshing = threading.Lock()
         self._loading = threading.Lock()
+        self._load_failures = 0  # failed first loads, so that waiters share one attempt
+        self._load_error: BaseException | None = None
         try:
             self._load()
         except UNREACHABLE as exc:  # start anyway: not ready, and the first request to
@@ -237,10 +239,21 @@ class OnlineFeatures:
         self.materialised: MaterialisedInputs | None = None  # set by the service
 
     def _load(self) -> Catalogue:
-        """Read the catalogue when none is loaded yet (one reader; the others wait)."""
+        """Read the catalogue when none is loaded yet. One attempt at a time, and the
+        callers that waited for it share its outcome: while the source is down, requests
+        arriving together fail together after one connect timeout, not one after another
+        after a timeout each."""
+        failures = self._load_failures
         with self._loading:
             if self._catalogue is None:
-                self._catalogue = Catalogue.read(self.engine, self.now())
+                if self._load_failures != failures and self._load_error is not None:
+                    raise self._load_error  # the attempt this call waited for failed
+                try:
+                    self._catalogue = Catalogue.read(self.engine, self.now())
+                except BaseException as exc:
+                    self._load_error = exc
+                    self._load_failures += 1
+                    raise
                 self._checked_at = self._catalogue.loaded_at
             return self._catalogue
 

@@ -838,15 +838,16 @@ def test_a_real_server_counts_chunked_bodies_and_limits_the_forwarded_client(
             PROGRESS, content=b"{}", headers={"Content-Type": "multipart/form-data"}
         )
         assert_error(boundless, 415, "Content-Type")
+
         # Behind a reverse proxy the anonymous limit counts the forwarded client, not the
         # proxy: uvicorn trusts X-Forwarded-For from FORWARDED_ALLOW_IPS (loopback here).
+        def guess_from(address: str) -> httpx.Response:
+            return http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": address})
+
         for _ in range(ANONYMOUS_RATE_LIMIT):
-            guess = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.1"})
-            assert_error(guess, 401)
-        limited = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.1"})
-        assert_error(limited, 429)
-        other = http.get(STATUS, headers={"X-API-Key": "guess", "X-Forwarded-For": "10.9.0.2"})
-        assert_error(other, 401)
+            assert_error(guess_from("10.9.0.1"), 401)
+        assert_error(guess_from("10.9.0.1"), 429)
+        assert_error(guess_from("10.9.0.2"), 401)
         assert http.get("/readyz").status_code == 200  # still serving
     lines = [
         json.loads(line)

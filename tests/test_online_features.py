@@ -5,13 +5,18 @@ per-student input cache: a hit returns the same input, a changed row rebuilds it
 
 from __future__ import annotations
 
+import inspect
+import sys
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from features import focus, progress, recommend
 from features.frames import SourceFrames, read_table
@@ -189,3 +194,51 @@ def test_catalogue_is_kept_while_its_tables_and_the_day_are_unchanged(
                 text("DELETE FROM question_ratings WHERE user_id = :u AND question_id = :q"),
                 {"u": user, "q": unrated},
             )
+
+
+def test_callers_waiting_for_a_failing_first_load_share_its_one_attempt() -> None:
+    """A service started with the source down loads the catalogue on first use. Callers
+    that arrive while that one attempt runs share its failure (one connect, not one
+    connect timeout each in a row); a caller after it tries again. The source is a real
+    refused port (nothing listens on 127.0.0.1:1)."""
+    engine = create_engine("postgresql+psycopg://prepiq@127.0.0.1:1/prepiq")
+    features = OnlineFeatures(engine, catalogue_ttl_seconds=60.0)  # starts, unloaded
+    attempts: list[int] = []
+    go = threading.Event()
+
+    @event.listens_for(engine, "do_connect")
+    def slow_connect(*_: object) -> None:  # the first attempt waits for the second caller
+        attempts.append(1)
+        go.wait(timeout=30)
+
+    errors: dict[str, BaseException] = {}
+
+    def call(name: str) -> None:
+        try:
+            features.catalogue  # noqa: B018 (the property loads)
+        except OperationalError as exc:
+            errors[name] = exc
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    while not attempts:
+        time.sleep(0.01)
+    second = threading.Thread(target=call, args=("second",))
+    second.start()
+    while not _waits_in_load(second):  # queued behind the attempt in flight
+        time.sleep(0.01)
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert set(errors) == {"first", "second"} and len(attempts) == 1
+    call("third")  # after the failure: a new attempt
+    assert len(attempts) == 2
+    engine.dispose()
+
+
+def _waits_in_load(thread: threading.Thread) -> bool:
+    """Whether `thread` is blocked on the load's lock (past reading the failure count)."""
+    lines, first = inspect.getsourcelines(OnlineFeatures._load)
+    waiting_at = first + next(i for i, line in enumerate(lines) if "with self._loading" in line)
+    frame = sys._current_frames().get(thread.ident or -1)
+    return frame is not None and frame.f_code.co_name == "_load" and frame.f_lineno == waiting_at
