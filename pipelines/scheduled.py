@@ -21,8 +21,8 @@ from features.snapshot import RAW_DIR, read_manifest
 from pipelines.alerts import alert_if_refused, alert_on_failure
 from pipelines.train import TrainReport, train_flow
 from registry.promotion import promote
-from training.model_spec import TrainingContext, training_context
-from training.models import MODELS
+from training.model_spec import TrainingContext
+from training.models import MODELS, training_context
 
 
 @dataclass

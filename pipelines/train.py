@@ -21,8 +21,8 @@ from features.store import FEATURES_DIR, build_feature_tables
 from pipelines.alerts import alert_on_failure
 from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
-from training.model_spec import TrainingContext, training_context
-from training.models import MODELS
+from training.model_spec import TrainingContext
+from training.models import MODELS, training_context
 from training.runs import train_and_log
 
 

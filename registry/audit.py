@@ -9,6 +9,7 @@ import getpass
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.entities import Run
@@ -44,7 +45,7 @@ def experiment_id() -> str:
         return tracking.experiment(EXPERIMENT)
 
 
-def open_record(client: MlflowClient, spec: ModelSpec, action: str, who: str) -> str:
+def open_record(client: MlflowClient, spec: ModelSpec[Any, Any], action: str, who: str) -> str:
     """Start the audit run of one promotion or rollback; returns its id. It is closed by
     `close_record`; a process killed meanwhile leaves it RUNNING, decision `in progress`."""
     run = client.create_run(
@@ -162,7 +163,7 @@ class ModelStatus:
 
 
 def _version_metric(
-    client: MlflowClient, spec: ModelSpec, version: str | None, audits: list[Run]
+    client: MlflowClient, spec: ModelSpec[Any, Any], version: str | None, audits: list[Run]
 ) -> float | None:
     """The version's main metric on the frozen hold-out from the newest audit that scored
     it, else as its training run logged it."""
@@ -178,7 +179,7 @@ def _version_metric(
     return None if value is None else float(value)
 
 
-def status(client: MlflowClient, specs: list[ModelSpec]) -> list[ModelStatus]:
+def status(client: MlflowClient, specs: list[ModelSpec[Any, Any]]) -> list[ModelStatus]:
     """Champion and challenger of every model, their metrics, lineage and promotion time."""
     rows = []
     for spec in specs:

@@ -216,7 +216,7 @@ def predictor(model: PyFuncModel) -> Predict:
 
 
 def score(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     data: Any,
     client: MlflowClient,
@@ -239,7 +239,9 @@ def score(
     )
 
 
-def uplift_check(spec: ModelSpec, champion: Scored, challenger: Scored, need: float) -> Check:
+def uplift_check(
+    spec: ModelSpec[Any, Any], champion: Scored, challenger: Scored, need: float
+) -> Check:
     gain = change(challenger.value, champion.value, spec.higher_is_better)
     return Check(
         UPLIFT,
@@ -250,7 +252,7 @@ def uplift_check(spec: ModelSpec, champion: Scored, challenger: Scored, need: fl
 
 
 def slice_check(
-    spec: ModelSpec, champion: Scored, challenger: Scored, params: PromotionParams
+    spec: ModelSpec[Any, Any], champion: Scored, challenger: Scored, params: PromotionParams
 ) -> Check:
     if champion.slices is None or challenger.slices is None:
         return Check(SLICES, True, f"{spec.key} defines no slices: not available", judged=False)
@@ -283,7 +285,7 @@ def slice_check(
     )
 
 
-def baseline_check(spec: ModelSpec, challenger: Scored) -> Check:
+def baseline_check(spec: ModelSpec[Any, Any], challenger: Scored) -> Check:
     metric = spec.main_metric
     baselines = {
         name.removeprefix("baseline_"): float(metrics[metric])
@@ -306,7 +308,9 @@ def baseline_check(spec: ModelSpec, challenger: Scored) -> Check:
     )
 
 
-def behaviour_check(spec: ModelSpec, ctx: TrainingContext, data: Any, predict: Predict) -> Check:
+def behaviour_check(
+    spec: ModelSpec[Any, Any], ctx: TrainingContext, data: Any, predict: Predict
+) -> Check:
     probe = getattr(spec, "behaviour_checks", None)
     if probe is None:
         return Check(BEHAVIOUR, True, f"{spec.key} defines no behavioural checks", judged=False)
@@ -318,7 +322,7 @@ def behaviour_check(spec: ModelSpec, ctx: TrainingContext, data: Any, predict: P
 
 
 def latency_check(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     data: Any,
     model: PyFuncModel,
     load_seconds: float,
@@ -351,7 +355,7 @@ def latency_check(
 
 
 def decide(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     client: MlflowClient,
     data: Any,
     holdout_sha256: str,

@@ -64,7 +64,9 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def freeze(spec: ModelSpec, ctx: TrainingContext, client: MlflowClient | None = None) -> Path:
+def freeze(
+    spec: ModelSpec[Any, Any], ctx: TrainingContext, client: MlflowClient | None = None
+) -> Path:
     """Build the model's dataset from the context's snapshot, freeze it and store it in
     MLflow as the model's hold-out; returns the path. Written beside and renamed into
     place, so a crash never leaves half a file."""
@@ -91,7 +93,7 @@ def freeze(spec: ModelSpec, ctx: TrainingContext, client: MlflowClient | None = 
     return path
 
 
-def store(spec: ModelSpec, path: Path, client: MlflowClient | None = None) -> str:
+def store(spec: ModelSpec[Any, Any], path: Path, client: MlflowClient | None = None) -> str:
     """Log a frozen hold-out (file and sidecar) to MLflow and name it on the registered
     model (created when missing) as the one the gate judges on; returns the run id."""
     client = client or MlflowClient()
@@ -115,7 +117,7 @@ def store(spec: ModelSpec, path: Path, client: MlflowClient | None = None) -> st
     return str(run.info.run_id)
 
 
-def stored(spec: ModelSpec, client: MlflowClient) -> tuple[str, str] | None:
+def stored(spec: ModelSpec[Any, Any], client: MlflowClient) -> tuple[str, str] | None:
     """(run id, sha256) of the hold-out stored for the model in MLflow, if any."""
     try:
         tags = client.get_registered_model(spec.name).tags
@@ -126,7 +128,7 @@ def stored(spec: ModelSpec, client: MlflowClient) -> tuple[str, str] | None:
     return tags[RUN_TAG], tags[SHA_TAG]
 
 
-def download(spec: ModelSpec, data_dir: Path, run_id: str, client: MlflowClient) -> Path:
+def download(spec: ModelSpec[Any, Any], data_dir: Path, run_id: str, client: MlflowClient) -> Path:
     """Put the hold-out stored in run `run_id` at its place under `data_dir` (both files
     moved in only once downloaded); returns the path."""
     path = holdout_path(data_dir, spec.key)
@@ -178,7 +180,7 @@ def load(key: str, data_dir: Path) -> Holdout:
 
 
 def ensure(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     refresh: bool = False,
     client: MlflowClient | None = None,

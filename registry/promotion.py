@@ -89,13 +89,13 @@ def _client() -> tuple[MlflowClient, str]:
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 
-def _lock(spec: ModelSpec, uri: str, params: PromotionParams) -> Any:
+def _lock(spec: ModelSpec[Any, Any], uri: str, params: PromotionParams) -> Any:
     return promotion_lock(
         spec.name, uri, get_settings().home / "locks", params.lock_timeout_seconds
     )
 
 
-def move_champion(spec: ModelSpec, client: MlflowClient, version: str) -> str | None:
+def move_champion(spec: ModelSpec[Any, Any], client: MlflowClient, version: str) -> str | None:
     """Make `version` champion, keeping the old one as `previous` (step 2 of the module
     docstring); returns the old champion."""
     old_champion = alias_version(client, spec.name, CHAMPION)
@@ -116,7 +116,7 @@ def move_champion(spec: ModelSpec, client: MlflowClient, version: str) -> str | 
 
 
 def promote(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     *,
     dry_run: bool = False,
@@ -179,7 +179,9 @@ def promote(
     return result
 
 
-def rollback(spec: ModelSpec, ctx: TrainingContext, *, actor: str | None = None) -> PromotionResult:
+def rollback(
+    spec: ModelSpec[Any, Any], ctx: TrainingContext, *, actor: str | None = None
+) -> PromotionResult:
     """Make the `previous` version champion again (after checking it loads), audited; the
     `previous` alias is consumed (one step back, not a toggle)."""
     params = PromotionParams.from_params(ctx.params)

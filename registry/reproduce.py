@@ -35,7 +35,8 @@ from core.exceptions import ConfigError, DataVersionError, RegistryError
 from features.snapshot import RAW_DIR, read_manifest
 from features.versioning import fetch_snapshot
 from training import tracking
-from training.model_spec import ModelSpec, TrainingContext, training_context
+from training.model_spec import ModelSpec, TrainingContext
+from training.models import training_context
 from training.runs import PARAMS_ARTIFACT, evaluate_registered, flat_metrics
 
 PREFIX = "holdout"  # the metrics a training run logs from its hold-out report
@@ -176,7 +177,7 @@ def compare(
     return checks
 
 
-def training_run(client: MlflowClient, spec: ModelSpec, version: int) -> tuple[Run, str]:
+def training_run(client: MlflowClient, spec: ModelSpec[Any, Any], version: int) -> tuple[Run, str]:
     """The run that trained version `version` of `spec`, and the version's number."""
     try:
         registered = client.get_model_version(spec.name, str(version))
@@ -187,7 +188,7 @@ def training_run(client: MlflowClient, spec: ModelSpec, version: int) -> tuple[R
     return client.get_run(registered.run_id), str(registered.version)
 
 
-def _data_version(run: Run, spec: ModelSpec, version: str) -> str:
+def _data_version(run: Run, spec: ModelSpec[Any, Any], version: str) -> str:
     tags = run.data.tags
     data_version = tags.get("data_version", "")
     if not data_version.endswith(".dir"):
@@ -236,7 +237,7 @@ def run_context(client: MlflowClient, run: Run, data_dir: Path) -> TrainingConte
 
 
 def reproduce(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     version: int,
     into: Path,
     *,
@@ -304,7 +305,7 @@ def reproduce(
 
 
 def reproduce_in_scratch(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     version: int,
     into: Path | None = None,
     *,

@@ -41,7 +41,7 @@ from training.models import MODELS
 log = get_logger("prepiq.serving.models")
 
 # Models in the order the service reports them; the keys are the store names' suffixes.
-SPECS: dict[str, ModelSpec] = MODELS
+SPECS: dict[str, ModelSpec[Any, Any]] = MODELS
 Chosen = Literal["champion", "previous", "newest"]
 State = Literal["loading", "serving", "no_champion", "failed"]
 Aliases = model_store.Aliases
@@ -178,7 +178,7 @@ def _trained_at(pyfunc: Any) -> datetime | None:
 
 
 def _lineage(
-    name: str, labels: dict[str, str], spec: ModelSpec, client: Any | None
+    name: str, labels: dict[str, str], spec: ModelSpec[Any, Any], client: Any | None
 ) -> dict[str, Any]:
     """Data version and hold-out main metric from the MLflow run (None without a
     registry, or when the run cannot be read: the model serves anyway)."""

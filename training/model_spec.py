@@ -9,17 +9,20 @@ hold-out (also used on registered versions by `prepiq evaluate`).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
 from features.frames import SourceFrames
-from features.snapshot import RAW_DIR
+from training.card import ModelCard
+from training.live import LiveMonitoring
+from training.model_params import ModelParams
 
 
 @dataclass(frozen=True)
@@ -35,32 +38,14 @@ class TrainingContext:
     trials: int | None = None
     truth_dir: Path | None = None
     students: int | None = None  # train on a stable sample of at most this many students
+    _typed: dict[str, ModelParams] = field(default_factory=dict, repr=False, compare=False)
 
-
-def training_context(
-    data_dir: Path,
-    as_of: datetime,
-    *,
-    params: dict[str, Any] | None = None,
-    trials: int | None = None,
-    students: int | None = None,
-) -> TrainingContext:
-    """The context every model trains and is evaluated in: the snapshot under `data_dir`,
-    the params (params.yaml unless given: `prepiq reproduce` passes the ones a run
-    logged), their seed, and the generator's truth folder (absent on a real Supabase)."""
-    from core.config import get_settings, load_params
-
-    params = load_params() if params is None else params
-    return TrainingContext(
-        snapshot_dir=data_dir / RAW_DIR,
-        data_dir=data_dir,
-        as_of=as_of,
-        params=params,
-        seed=int(params.get("seed", 42)),
-        trials=trials,
-        truth_dir=get_settings().ground_truth_dir,
-        students=students,
-    )
+    def typed(self, kind: type[ModelParams]) -> ModelParams:
+        """`params`' section of `kind`, validated the first time it is asked for."""
+        found = self._typed.get(kind.SECTION)
+        if found is None:
+            found = self._typed[kind.SECTION] = kind.from_params(self.params)
+        return found
 
 
 @dataclass
@@ -101,29 +86,100 @@ class Outcome:
         return name, scores[name]
 
 
-class ModelSpec(Protocol):
-    """The interface of a model module (see `training.focus_area` for one)."""
+P = TypeVar("P", bound=ModelParams)
+D = TypeVar("D")
+Predict = Callable[[pd.DataFrame], pd.DataFrame]
 
-    name: str  # the registered model name, e.g. prepiq-focus-area
-    key: str  # the CLI name, e.g. focus-area
-    direction: Literal["minimize", "maximize"]  # of the tuning objective
-    main_metric: str  # the key in report["model"] that ranks models (and the gate uses)
-    higher_is_better: bool  # of the main metric
 
-    def default_trials(self, ctx: TrainingContext) -> int: ...
+class ModelSpec(ABC, Generic[P, D]):
+    """A model's entry in the registry of models (`training.catalog`): what training,
+    the promotion gate, `prepiq reproduce` and monitoring call. Every hook is abstract, so
+    a model that lacks one cannot be instantiated: its `spec` module fails at import with
+    Python's "Can't instantiate abstract class ... with abstract method(s) ..." naming it.
+    `P` is its typed params, `D` its prepared dataset."""
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> Any: ...
+    card: ClassVar[ModelCard]  # from the model's `inference` module
+    params_type: ClassVar[type[ModelParams]]
+    direction: ClassVar[Literal["minimize", "maximize"]]  # of the tuning objective
 
-    def objective(self, ctx: TrainingContext, data: Any) -> Callable[[Any], float]: ...
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "__abstractmethods__", None):
+            return  # an intermediate base; instantiation names what is missing
+        for attribute in ("card", "params_type", "direction"):
+            if attribute not in cls.__dict__ and not any(
+                attribute in base.__dict__ for base in cls.__mro__[1:-1]
+            ):
+                raise TypeError(f"{cls.__name__} does not set the class attribute {attribute}")
 
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def key(self) -> str:
+        return self.card.key
+
+    @property
+    def main_metric(self) -> str:
+        return self.card.main_metric
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.card.higher_is_better
+
+    def params(self, ctx: TrainingContext) -> P:
+        """This model's section of the context's params, typed (validated once per context)."""
+        return cast(P, ctx.typed(self.params_type))
+
+    def default_trials(self, ctx: TrainingContext) -> int:
+        return self.params(ctx).trials
+
+    @abstractmethod
+    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> D:
+        """The dataset (training students and the hold-out) built from the snapshot."""
+
+    @abstractmethod
+    def objective(self, ctx: TrainingContext, data: D) -> Callable[[Any], float]:
+        """Optuna's objective over the training students (cross-validated)."""
+
+    @abstractmethod
     def finish(
-        self, ctx: TrainingContext, data: Any, best_params: dict[str, Any], cv_score: float
-    ) -> Outcome: ...
+        self, ctx: TrainingContext, data: D, best_params: dict[str, Any], cv_score: float
+    ) -> Outcome:
+        """Refit the winner and evaluate it next to the baselines on the hold-out."""
 
+    @abstractmethod
     def evaluate(
-        self, ctx: TrainingContext, data: Any, predict: Callable[[pd.DataFrame], pd.DataFrame]
+        self, ctx: TrainingContext, data: D, predict: Predict
     ) -> tuple[dict[str, Any], str]:
         """The hold-out report of any model of this kind (its `predict` as logged: the
         refitted one in `finish`, or a registered version later) next to the baselines,
         and its Markdown tables."""
-        ...
+
+    @abstractmethod
+    def slice_reports(
+        self, ctx: TrainingContext, data: D, predict: Predict
+    ) -> dict[str, dict[str, float]]:
+        """Hold-out metrics per slice (each with `n`) the promotion gate compares."""
+
+    @abstractmethod
+    def behaviour_checks(
+        self, ctx: TrainingContext, data: D, predict: Predict
+    ) -> dict[str, tuple[bool, str]]:
+        """The gate's behavioural tests: name -> (passed, what was seen)."""
+
+    @abstractmethod
+    def request_samples(self, data: D, count: int) -> list[pd.DataFrame]:
+        """`count` single requests as serving sends them (the gate times them)."""
+
+    def registered_sections(self, report: dict[str, Any]) -> dict[str, str]:
+        """The sections of a training run's report that score the registered version as
+        `evaluate` does, mapped to their name in `evaluate`'s report (`prepiq reproduce`):
+        by default every section, under the same name."""
+        return {section: section for section in report}
+
+    @property
+    @abstractmethod
+    def monitoring(self) -> LiveMonitoring:
+        """Its drift and live-quality hooks (`training.live`)."""

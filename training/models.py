@@ -1,17 +1,55 @@
-"""The four models of the platform, by their CLI name, in the order they train and are
-reported in (training, the promotion gate, serving and the CLI all read this one list)."""
+"""The four models' specs by their CLI name, in the order they train and are reported in
+(training, the promotion gate, monitoring and the CLI read this; serving reads only
+`training.catalog.cards`), and the context they train in."""
 
 from __future__ import annotations
 
-from training import focus_area, progress_forecaster, question_ranker, topic_recommender
-from training.model_spec import ModelSpec
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
-MODELS: dict[str, ModelSpec] = {
-    spec.key: spec
-    for spec in (
-        progress_forecaster.SPEC,
-        topic_recommender.SPEC,
-        focus_area.SPEC,
-        question_ranker.SPEC,
+from core.config import get_settings, load_params
+from features.snapshot import RAW_DIR
+from training.catalog import cards, members
+from training.model_spec import ModelSpec, TrainingContext
+
+
+def _specs() -> dict[str, ModelSpec[Any, Any]]:
+    found: dict[str, ModelSpec[Any, Any]] = {}
+    for card, spec in zip(cards().values(), members("spec", "SPEC", ModelSpec), strict=True):
+        if isinstance(spec, ModelSpec) and spec.card is not card:  # TRANSITION
+            raise TypeError(f"the spec of {card.key} does not carry its inference module's CARD")
+        found[card.key] = spec
+    return found
+
+
+MODELS: dict[str, ModelSpec[Any, Any]] = _specs()
+
+
+def training_context(
+    data_dir: Path,
+    as_of: datetime,
+    *,
+    params: dict[str, Any] | None = None,
+    trials: int | None = None,
+    students: int | None = None,
+) -> TrainingContext:
+    """The context every model trains and is evaluated in: the snapshot under `data_dir`,
+    the params (params.yaml unless given, every model's section validated: `prepiq reproduce` passes the ones a run
+    logged), their seed, and the generator's truth folder (absent on a real Supabase)."""
+    params = load_params() if params is None else params
+    ctx = TrainingContext(
+        snapshot_dir=data_dir / RAW_DIR,
+        data_dir=data_dir,
+        as_of=as_of,
+        params=params,
+        seed=int(params.get("seed", 42)),
+        trials=trials,
+        truth_dir=get_settings().ground_truth_dir,
+        students=students,
     )
-}
+    for spec in (
+        s for s in MODELS.values() if isinstance(s, ModelSpec)
+    ):  # TRANSITION in any model's section fails before any work
+        spec.params(ctx)
+    return ctx

@@ -81,7 +81,7 @@ def load_frames(ctx: TrainingContext) -> SourceFrames:
     return frames
 
 
-def study_name(spec: ModelSpec, ctx: TrainingContext, trials: int, shared: bool) -> str:
+def study_name(spec: ModelSpec[Any, Any], ctx: TrainingContext, trials: int, shared: bool) -> str:
     """A study per model per training run. In shared storage the name is derived from
     content only: the snapshot's content hash (its manifest), its point in time, the
     params, the student sample and the trial budget. No path enters it, so the same
@@ -109,7 +109,7 @@ def study_name(spec: ModelSpec, ctx: TrainingContext, trials: int, shared: bool)
 
 
 def train_and_log(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     *,
     storage: str | None = None,
@@ -186,7 +186,7 @@ def _log_evaluation(outcome: Outcome) -> None:
         mlflow.log_artifacts(str(folder), artifact_path="evaluation")
 
 
-def register_model(spec: ModelSpec, outcome: Outcome) -> str:
+def register_model(spec: ModelSpec[Any, Any], outcome: Outcome) -> str:
     """Log the outcome's model (signature, input example, pinned requirements) in the
     active run as a new registered version of `spec`; returns the version."""
     example = outcome.input_example
@@ -206,7 +206,7 @@ def register_model(spec: ModelSpec, outcome: Outcome) -> str:
 
 
 def evaluate_registered(
-    spec: ModelSpec, ctx: TrainingContext, model_uri: str, out_dir: Path
+    spec: ModelSpec[Any, Any], ctx: TrainingContext, model_uri: str, out_dir: Path
 ) -> tuple[dict[str, Any], str]:
     """Score a registered version (`models:/name@alias` or `models:/name/version`) on the
     hold-out of the context's snapshot next to the baselines, as training scored it; write

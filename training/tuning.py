@@ -117,7 +117,7 @@ def run_study(
 
 
 def _worker(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     storage: str | None,
     name: str,
@@ -151,7 +151,7 @@ def _worker(
 
 
 def tune(
-    spec: ModelSpec,
+    spec: ModelSpec[Any, Any],
     ctx: TrainingContext,
     data: Any,
     *,
