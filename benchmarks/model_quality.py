@@ -65,7 +65,7 @@ def target_met(model: str, report: dict[str, Any]) -> dict[str, Any]:
 def prepared(spec: Any, ctx: Any, cache: Path | None) -> Any:
     """The model's dataset, from the cache when the same snapshot, section and seed built it."""
     from features.snapshot import read_manifest
-    from training.runs import load_frames
+    from training.model_spec import load_frames
 
     if cache is None:
         return spec.prepare(ctx, load_frames(ctx))

@@ -36,9 +36,8 @@ def main() -> None:
         from core.config import get_settings, load_params
         from features.snapshot import read_manifest
         from training import tracking
-        from training.model_spec import TrainingContext
+        from training.model_spec import TrainingContext, load_frames
         from training.models import MODELS
-        from training.runs import load_frames
         from training.tuning import tune
 
         get_settings().apply_environment()

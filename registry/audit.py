@@ -95,7 +95,7 @@ def close_record(
         for scored in (report.champion, report.challenger):
             if scored is not None:
                 metrics |= flat_metrics(scored.alias, scored.report)
-                metrics |= flat_metrics(f"{scored.alias}.slice", scored.slices or {})
+                metrics |= flat_metrics(f"{scored.alias}.slice", scored.slices)
         for metric, figure in metrics.items():
             client.log_metric(run_id, metric, figure)
         client.log_dict(run_id, report.to_dict(), "promotion/report.json")

@@ -86,7 +86,7 @@ class Scored:
     report: dict[str, Any]
     markdown: str
     value: float  # the main metric
-    slices: dict[str, dict[str, float]] | None = None
+    slices: dict[str, dict[str, float]]
 
 
 @dataclass
@@ -152,7 +152,7 @@ class GateReport:
         for scored in (self.champion, self.challenger):
             if scored is not None:
                 lines += [f"#### {scored.alias} v{scored.version}", "", scored.markdown, ""]
-        if self.champion and self.challenger and self.champion.slices and self.challenger.slices:
+        if self.champion and self.challenger:
             rows = {
                 name: {
                     "champion": self.champion.slices[name].get(self.main_metric, math.nan),
@@ -224,10 +224,9 @@ def score(
     version: str,
     model: PyFuncModel,
 ) -> Scored:
-    """A loaded version's hold-out report (and slices, when the spec has them)."""
+    """A loaded version's hold-out report and slices."""
     predict = predictor(model)
     report, markdown = spec.evaluate(ctx, data, predict)
-    slicer = getattr(spec, "slice_reports", None)
     return Scored(
         alias=alias,
         version=version,
@@ -235,7 +234,7 @@ def score(
         report=report,
         markdown=markdown,
         value=float(report["model"][spec.main_metric]),
-        slices=slicer(ctx, data, predict) if slicer is not None else None,
+        slices=spec.slice_reports(ctx, data, predict),
     )
 
 
@@ -254,8 +253,6 @@ def uplift_check(
 def slice_check(
     spec: ModelSpec[Any, Any], champion: Scored, challenger: Scored, params: PromotionParams
 ) -> Check:
-    if champion.slices is None or challenger.slices is None:
-        return Check(SLICES, True, f"{spec.key} defines no slices: not available", judged=False)
     metric = spec.main_metric
     regressions, judged, skipped = [], 0, []
     for name, new in challenger.slices.items():
@@ -311,10 +308,9 @@ def baseline_check(spec: ModelSpec[Any, Any], challenger: Scored) -> Check:
 def behaviour_check(
     spec: ModelSpec[Any, Any], ctx: TrainingContext, data: Any, predict: Predict
 ) -> Check:
-    probe = getattr(spec, "behaviour_checks", None)
-    if probe is None:
-        return Check(BEHAVIOUR, True, f"{spec.key} defines no behavioural checks", judged=False)
-    results: dict[str, tuple[bool, str]] = probe(ctx, data, predict)
+    results = spec.behaviour_checks(ctx, data, predict)
+    if not results:
+        return Check(BEHAVIOUR, False, f"{spec.key}'s behavioural checks ran none")
     failed = [f"{name}: {why}" for name, (ok, why) in results.items() if not ok]
     if failed:
         return Check(BEHAVIOUR, False, "; ".join(failed))
@@ -329,14 +325,7 @@ def latency_check(
     params: PromotionParams,
 ) -> Check:
     """p95 of single-request predict calls, after one warm-up call."""
-    sampler = getattr(spec, "request_samples", None)
-    samples: list[pd.DataFrame]
-    if sampler is not None:
-        samples = sampler(data, params.latency_sample)
-    elif model.input_example is not None:  # the logged example, as a stand-in request
-        samples = [model.input_example] * params.latency_sample
-    else:
-        return Check(LATENCY, True, "no request samples and no input example", judged=False)
+    samples = spec.request_samples(data, params.latency_sample)
     if not samples:
         return Check(LATENCY, False, "the hold-out gave no request samples")
     model.predict(samples[0])

@@ -30,8 +30,7 @@ from mlflow.exceptions import MlflowException
 from core.exceptions import HoldoutError
 from features.snapshot import read_manifest
 from training import tracking
-from training.model_spec import ModelSpec, TrainingContext
-from training.runs import load_frames
+from training.model_spec import ModelSpec, TrainingContext, load_frames
 
 HOLDOUT_DIR = "holdout"
 EXPERIMENT = "prepiq-holdouts"

@@ -277,10 +277,8 @@ def reproduce(
         spec, ctx, f"models:/{spec.name}/{number}", into / "evaluation" / spec.key
     )
     logged = {k: v for k, v in run.data.metrics.items() if k.startswith(f"{PREFIX}.")}
-    # Optional on a spec, as the gate's checks are: where its training report scores the
-    # registered version itself (default: every section, under the same name).
-    mapper = getattr(spec, "registered_sections", None)
-    sections = mapper(nested(logged)) if mapper is not None else None
+    # Where its training report scores the registered version itself.
+    sections = spec.registered_sections(nested(logged))
     truth = ctx.truth_dir is not None and ctx.truth_dir.exists()
     result = Reproduction(
         model=spec.name,

@@ -38,39 +38,13 @@ from sqlalchemy import bindparam, text
 from core.logging import get_logger
 from features.frames import STUDENT_TABLES
 from serving import metrics
+from serving.input_entry import Entry
 from serving.online_features import INPUT_TABLES, OnlineFeatures
 
 log = get_logger("prepiq.serving.feature_store")
 BATCH_STUDENTS = 100  # students per builder call: small enough to let requests interleave
 ID_CHUNK = 500  # students per IN (...) list of the stamp queries
 Slot = tuple[str, Hashable]  # (kind of input, builder argument such as the window length)
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One student's built input: rows start:stop of a batch frame, what it was built
-    from, and the model outputs computed from it so far (`outputs`: filled by the
-    request path, keyed by model and request options; the same input through the same
-    model gives the same output, so a repeat request for an unchanged student reuses
-    it, and a rebuilt entry starts empty)."""
-
-    stamp: tuple[Any, ...]
-    day: date
-    catalogue_at: float
-    built_at: float
-    frame: pd.DataFrame
-    start: int
-    stop: int
-    outputs: dict[Hashable, Any] = field(default_factory=dict, compare=False, repr=False)
-
-    def rows(self) -> pd.DataFrame:
-        """A copy of the student's rows (a caller's edits never reach the store). By
-        `take`, not a sliced view then copied: under copy-on-write every view adds a weak
-        reference to the batch frame's blocks, and those pile up (one per request) until
-        pandas prunes them, for the garbage collector to walk."""
-        found = self.frame.take(np.arange(self.start, self.stop))
-        found.index = pd.RangeIndex(len(found))
-        return found
 
 
 @dataclass

@@ -35,13 +35,14 @@ from core.logging import get_logger
 from registry import model_store
 from registry.aliases import CHAMPION, PREVIOUS, all_aliases
 from serving.batching import BusyBatcher
-from training.model_spec import ModelSpec
-from training.models import MODELS
+from training.card import ModelCard
+from training.catalog import cards
 
 log = get_logger("prepiq.serving.models")
 
 # Models in the order the service reports them; the keys are the store names' suffixes.
-SPECS: dict[str, ModelSpec[Any, Any]] = MODELS
+# Only the models' `inference` modules are imported: serving loads no training code.
+CARDS: dict[str, ModelCard] = cards()
 Chosen = Literal["champion", "previous", "newest"]
 State = Literal["loading", "serving", "no_champion", "failed"]
 Aliases = model_store.Aliases
@@ -138,8 +139,8 @@ def load_model(
     torch.set_num_threads(TORCH_THREADS)
     pyfunc = bentoml.mlflow.load_model(entry)
     labels = entry.info.labels
-    spec = SPECS[key]
-    name = labels.get("mlflow_name", spec.name)
+    card = CARDS[key]
+    name = labels.get("mlflow_name", card.name)
     version = labels.get("mlflow_version", "unknown")
     served = ServedModel(
         key=key,
@@ -150,10 +151,10 @@ def load_model(
         model=pyfunc.unwrap_python_model(),
         loaded_at=datetime.now(UTC),
         trained_at=_trained_at(pyfunc),
-        main_metric=spec.main_metric,
+        main_metric=card.main_metric,
         aliases=_aliases_of(aliases, name, version),
         chosen_as=chosen,
-        **_lineage(name, labels, spec, client),
+        **_lineage(name, labels, card, client),
     )
     log.info(
         "model loaded",
@@ -178,7 +179,7 @@ def _trained_at(pyfunc: Any) -> datetime | None:
 
 
 def _lineage(
-    name: str, labels: dict[str, str], spec: ModelSpec[Any, Any], client: Any | None
+    name: str, labels: dict[str, str], card: ModelCard, client: Any | None
 ) -> dict[str, Any]:
     """Data version and hold-out main metric from the MLflow run (None without a
     registry, or when the run cannot be read: the model serves anyway)."""
@@ -192,7 +193,7 @@ def _lineage(
         log.warning("model lineage unavailable", model=name, error=str(exc))
         return empty
     return {
-        "main_metric_value": run.data.metrics.get(f"holdout.model.{spec.main_metric}"),
+        "main_metric_value": run.data.metrics.get(f"holdout.model.{card.main_metric}"),
         "data_version": run.data.tags.get("data_version"),
     }
 
@@ -202,14 +203,14 @@ def required_models(keys: Iterable[str]) -> tuple[str, ...]:
     key is an error naming it."""
     wanted = [k for k in keys if k]
     if not wanted or wanted == ["all"]:
-        return tuple(SPECS)
-    unknown = sorted(set(wanted) - set(SPECS))
+        return tuple(CARDS)
+    unknown = sorted(set(wanted) - set(CARDS))
     if unknown:
         raise ConfigError(
             f"PREPIQ_SERVING_REQUIRED_MODELS: unknown model(s) {unknown}; "
-            f"choose from {sorted(SPECS)} or 'all'"
+            f"choose from {sorted(CARDS)} or 'all'"
         )
-    return tuple(k for k in SPECS if k in wanted)
+    return tuple(k for k in CARDS if k in wanted)
 
 
 class ModelSet:
@@ -228,7 +229,7 @@ class ModelSet:
         self.required = required_models(required)
         self._on_swap = on_swap
         self._models: dict[str, ServedModel] = {}
-        self._availability = {key: Availability(key, "loading") for key in SPECS}
+        self._availability = {key: Availability(key, "loading") for key in CARDS}
         self._refresh_lock = threading.Lock()
         self._remembered: Aliases | None = None
         self._stop = threading.Event()
@@ -242,7 +243,7 @@ class ModelSet:
         with self._refresh_lock:
             client, aliases, source = self._read_aliases()
             result = Refresh(registry=source)
-            for key in SPECS:
+            for key in CARDS:
                 try:
                     self._follow(key, aliases, client, result)
                 except Exception as exc:  # one model's surprise must not stop the others
@@ -271,7 +272,7 @@ class ModelSet:
 
     def _read_aliases(self) -> tuple[Any | None, Aliases | None, Any]:
         """(a registry client, the aliases, where they came from)."""
-        names = {spec.name for spec in SPECS.values()}
+        names = {card.name for card in CARDS.values()}
         uri = self._tracking_uri
         error = "no answer to /health"
         if uri is None or tracking_server_up(uri):
@@ -307,7 +308,7 @@ class ModelSet:
         """Serve model `key`'s champion per the module docstring; records the outcome in
         `result` and in the model's availability."""
         current = self._models.get(key)
-        name = SPECS[key].name
+        name = CARDS[key].name
         held = (aliases or {}).get(name, {})
         champion = held.get(CHAMPION)
         if current is not None and (aliases is None or current.version == champion):
@@ -364,7 +365,7 @@ class ModelSet:
         fetched from the registry first when the store has none, loaded."""
         entry = model_store.newest_intact(key, version)
         if entry is None and client is not None and version is not None:
-            entry = model_store.fetch(client, SPECS[key].name, key, version)
+            entry = model_store.fetch(client, CARDS[key].name, key, version)
         if entry is None:
             raise LookupError(f"no intact {model_store.store_name(key)} entry in the store")
         return load_model(key, entry, chosen, aliases, client)

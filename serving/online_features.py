@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pandas as pd
 from sqlalchemy import Engine, text
@@ -48,10 +48,8 @@ from core.logging import get_logger
 from features import focus, progress, questions, recommend
 from features.frames import SHARED_TABLES, STUDENT_TABLES, SourceFrames, from_source, read_table
 from serving.errors import NotFoundError
+from serving.input_entry import Entry, EntryLookup
 from serving.source import UNREACHABLE
-
-if TYPE_CHECKING:
-    from serving.feature_store import Entry, MaterialisedInputs
 
 log = get_logger("prepiq.serving.features")
 CACHE_SECONDS_ENV = "PREPIQ_SERVING_FEATURE_CACHE_SECONDS"
@@ -145,7 +143,7 @@ class StudentInputs:
 
     built: pd.DataFrame | None = None
     entry: Entry | None = None
-    store: MaterialisedInputs | None = None
+    store: EntryLookup | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -236,7 +234,7 @@ class OnlineFeatures:
         self._stamp_queries = {
             kind: text(stamp_query(("users", *tables))) for kind, tables in INPUT_TABLES.items()
         }
-        self.materialised: MaterialisedInputs | None = None  # set by the service
+        self.materialised: EntryLookup | None = None  # set by the service
 
     def _load(self) -> Catalogue:
         """Read the catalogue when none is loaded yet. One attempt at a time, and the

@@ -52,7 +52,7 @@ from serving.errors import (  # noqa: E402
 )
 from serving.feature_store import MaterialisedInputs  # noqa: E402
 from serving.middleware import ERROR_KEY, Gateway  # noqa: E402
-from serving.models import SPECS, ModelSet, ServedModel  # noqa: E402
+from serving.models import CARDS, ModelSet, ServedModel  # noqa: E402
 from serving.online_features import OnlineFeatures  # noqa: E402
 from serving.prediction_log import PredictionLog, Spool  # noqa: E402
 from serving.security import Principal  # noqa: E402
@@ -151,7 +151,7 @@ class PrepIQService:
             ),
             retry_max_seconds=settings.serving_log_retry_max_seconds,
         )
-        self.stats = {key: ModelStats() for key in SPECS}
+        self.stats = {key: ModelStats() for key in CARDS}
         self.threads = anyio.CapacityLimiter(settings.serving_inference_threads)
         # The loaded models are hundreds of thousands of long-lived objects: left to the
         # collector, each full collection walks them all (a pause of every request).
@@ -160,7 +160,7 @@ class PrepIQService:
         self.models.follow(settings.serving_champion_poll_seconds)
         log.info(
             "service ready" if self.models.ready else "service NOT ready: models missing",
-            models={key: self.models.availability(key).state for key in SPECS},
+            models={key: self.models.availability(key).state for key in CARDS},
         )
 
     def _materialise(self, settings: Any) -> MaterialisedInputs | None:
@@ -354,7 +354,7 @@ class PrepIQService:
         """Every model's state (`/readyz`, `/models/status`)."""
         return [
             schemas.ModelAvailability.model_validate(asdict(self.models.availability(key)))
-            for key in SPECS
+            for key in CARDS
         ]
 
     async def readiness(self) -> schemas.Readiness:

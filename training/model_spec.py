@@ -19,10 +19,12 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
-from features.frames import SourceFrames
+from features.frames import SourceFrames, from_snapshot
+from features.store import TABLES
 from training.card import ModelCard
 from training.live import LiveMonitoring
 from training.model_params import ModelParams
+from training.splits import holdout_students
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ class TrainingContext:
         if found is None:
             found = self._typed[kind.SECTION] = kind.from_params(self.params)
         return found
+
+
+def load_frames(ctx: TrainingContext) -> SourceFrames:
+    """The snapshot's tables, restricted to a stable sample of students with `--students`."""
+    frames = from_snapshot(ctx.snapshot_dir, TABLES)
+    if ctx.students:
+        users = frames["users"]["id"].tolist()
+        if ctx.students < len(users):
+            fraction = ctx.students / len(users)
+            frames = frames.for_users(holdout_students(users, fraction, ctx.seed))
+    return frames
 
 
 @dataclass

@@ -18,13 +18,11 @@ from mlflow.models import infer_signature
 
 from core.config import get_settings
 from core.exceptions import ConfigError
-from features.frames import SourceFrames, from_snapshot
 from features.snapshot import read_manifest
-from features.store import TABLES
 from features.validation import report_path
 from training import reports, tracking
-from training.model_spec import ModelSpec, Outcome, TrainingContext
-from training.splits import holdout_students
+from training.model_spec import ModelSpec, Outcome, TrainingContext, load_frames
+from training.tuning import tune
 
 PARAMS_ARTIFACT = "params.yaml"  # the run's params, from which `prepiq reproduce` rebuilds it
 
@@ -70,17 +68,6 @@ def flat_metrics(prefix: str, metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def load_frames(ctx: TrainingContext) -> SourceFrames:
-    """The snapshot's tables, restricted to a stable sample of students with `--students`."""
-    frames = from_snapshot(ctx.snapshot_dir, TABLES)
-    if ctx.students:
-        users = frames["users"]["id"].tolist()
-        if ctx.students < len(users):
-            fraction = ctx.students / len(users)
-            frames = frames.for_users(holdout_students(users, fraction, ctx.seed))
-    return frames
-
-
 def study_name(spec: ModelSpec[Any, Any], ctx: TrainingContext, trials: int, shared: bool) -> str:
     """A study per model per training run. In shared storage the name is derived from
     content only: the snapshot's content hash (its manifest), its point in time, the
@@ -116,7 +103,6 @@ def train_and_log(
     workers: int = 1,
 ) -> RunSummary:
     """Train, evaluate, log and register one model on the context's snapshot."""
-    from training.tuning import tune
 
     # First, so that a push that must succeed stops the run before any training, and the
     # hash the run records is that of the folder the data is then read from.

@@ -21,8 +21,9 @@ from optuna.study import MaxTrialsCallback
 from core.config import get_settings
 from core.database import normalise_url
 from core.exceptions import ConfigError
-from core.logging import get_logger
-from training.model_spec import ModelSpec, TrainingContext
+from core.logging import configure_logging, get_logger
+from training import tracking
+from training.model_spec import ModelSpec, TrainingContext, load_frames
 
 log = get_logger("prepiq.tuning")
 
@@ -127,11 +128,6 @@ def _worker(
     parent_run_id: str,
 ) -> None:
     """A tuning worker process: rebuild the dataset from the snapshot, then join the study."""
-    from core.config import get_settings
-    from core.logging import configure_logging
-    from training import tracking
-    from training.runs import load_frames
-
     settings = get_settings()
     settings.apply_environment()
     configure_logging(settings.log_level, settings.log_format)
