@@ -51,7 +51,7 @@ def main() -> None:
                     "total_seconds": round(time.perf_counter() - total, 2),
                     "models": [
                         {
-                            k: m[k]
+                            k: getattr(m, k)
                             for k in (
                                 "model",
                                 "version",

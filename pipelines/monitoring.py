@@ -493,7 +493,7 @@ def start_retraining(
     )
     return {
         "mode": "in-process",
-        "models": {str(m["model"]): str(m["version"]) for m in result.models},
+        "models": {m.model: m.version for m in result.models},
     }
 
 

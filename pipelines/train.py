@@ -23,7 +23,7 @@ from pipelines.ingest import ingest_flow
 from registry.aliases import mark_challenger
 from training.model_spec import TrainingContext
 from training.models import MODELS, training_context
-from training.runs import train_and_log
+from training.runs import RunSummary, train_and_log
 
 
 @task(name="build-features")
@@ -32,13 +32,21 @@ def build_features(data_dir: Path, as_of: datetime) -> str:
     return str(manifest["content_hash"])
 
 
+@dataclass(frozen=True)
+class TrainedModel(RunSummary):
+    """A model's training run in the flow, with the champion its new version (now the
+    challenger) will be judged against."""
+
+    champion: str | None
+
+
 @task(name="train-model")
 def train_model(
     model: str,
     ctx: TrainingContext,
     storage: str | None,
     workers: int,
-) -> dict[str, object]:
+) -> TrainedModel:
     summary = train_and_log(MODELS[model], ctx, storage=storage, workers=workers)
     champion = mark_challenger(MlflowClient(), summary.model, summary.version)
     get_run_logger().info(
@@ -50,14 +58,14 @@ def train_model(
         summary.best_baseline,
         summary.baseline_value,
     )
-    return {**summary.__dict__, "uplift": summary.uplift, "champion": champion}
+    return TrainedModel(**vars(summary), champion=champion)
 
 
 @dataclass
 class TrainReport:
     """What a training flow produced: one summary per model and the time of each stage."""
 
-    models: list[dict[str, object]]
+    models: list[TrainedModel]
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
 

@@ -295,14 +295,14 @@ def train(
         ],
         [
             [
-                str(r["model"]),
-                str(r["version"]),
-                str(r["main_metric"]),
-                f"{float(str(r['value'])):.3f}",
-                f"{r['best_baseline']} {float(str(r['baseline_value'])):.3f}",
-                f"{float(str(r['uplift'])):+.1%}",
-                str(r["champion"] or "none yet"),
-                str(r["report"]),
+                r.model,
+                r.version,
+                r.main_metric,
+                f"{r.value:.3f}",
+                f"{r.best_baseline} {r.baseline_value:.3f}",
+                f"{r.uplift:+.1%}",
+                r.champion or "none yet",
+                r.report,
             ]
             for r in report.models
         ],

@@ -36,7 +36,7 @@ def test_a_run_pushes_its_snapshot_and_reproduce_gives_back_its_metrics(
     trained = train_flow(models=["focus-area"], trials=1, data_dir=data, ingest=False)
     summary = trained.models[0]
     client = MlflowClient(tracking_uri=private_tracking_store, registry_uri=private_tracking_store)
-    run = client.get_run(str(summary["run_id"]))
+    run = client.get_run(summary.run_id)
     tags = run.data.tags
 
     # The run recorded the exact hash it pushed, and where; the remote holds all of it.
@@ -50,7 +50,7 @@ def test_a_run_pushes_its_snapshot_and_reproduce_gives_back_its_metrics(
     shutil.rmtree(data)
     monkeypatch.setenv("PREPIQ_PARAMS_FILE", str(PROJECT_ROOT / "params.yaml"))
     get_settings.cache_clear()
-    version = str(summary["version"])
+    version = summary.version
     scratch = tmp_path / "scratch"
     command = ["reproduce", "--model", "focus-area", "--version", version]
     assert main([*command, "--into", str(scratch)]) == 0, capsys.readouterr().err

@@ -80,7 +80,7 @@ def test_a_small_run_registers_four_models_that_load_and_predict(
 ) -> None:
     source = seeded_source(tmp_path)
     results = train_flow(trials=2, source_url=source, data_dir=tmp_path / "data", as_of=AS_OF)
-    assert [r["model"] for r in results.models] == list(INPUT_TABLES)
+    assert [r.model for r in results.models] == list(INPUT_TABLES)
     assert set(results.stage_seconds) == {
         "ingest_and_gate",
         "features",
@@ -89,16 +89,16 @@ def test_a_small_run_registers_four_models_that_load_and_predict(
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     for summary in results.models:
-        name = str(summary["model"])
+        name = summary.model
         challenger = client.get_model_version_by_alias(name, "challenger")
-        assert str(challenger.version) == summary["version"]
+        assert str(challenger.version) == summary.version
         model = mlflow.pyfunc.load_model(f"models:/{name}@challenger")
         features = pd.read_parquet(tmp_path / "data" / "features" / f"{INPUT_TABLES[name]}.parquet")
         predicted = model.predict(one_students_rows(features))
         assert len(predicted) > 0, name
-        assert np.isfinite(float(str(summary["value"]))), name
+        assert np.isfinite(float(summary.value)), name
 
-        run = client.get_run(str(summary["run_id"]))
+        run = client.get_run(summary.run_id)
         # The data version is the DVC hash of the snapshot it trained on.
         assert run.data.tags["data_version"] == dvc_hash(tmp_path / "data" / "raw")
         assert run.data.tags["git_commit"] != "unknown"
@@ -116,8 +116,8 @@ def test_a_small_run_registers_four_models_that_load_and_predict(
         gate = [a.path for a in client.list_artifacts(run.info.run_id, "data_gate")]
         assert gate == ["data_gate/report.json"]
 
-    focus = next(r for r in results.models if r["model"] == "prepiq-focus-area")
-    run = client.get_run(str(focus["run_id"]))
+    focus = next(r for r in results.models if r.model == "prepiq-focus-area")
+    run = client.get_run(focus.run_id)
     features = pd.read_parquet(tmp_path / "data" / "features" / "topic_test_stats.parquet")
     predicted = mlflow.pyfunc.load_model("models:/prepiq-focus-area@challenger").predict(
         features[["user_id", "topic_id", *FEATURE_COLUMNS]].head(10)
@@ -142,7 +142,7 @@ def test_a_small_run_registers_four_models_that_load_and_predict(
     # A second run (on the same snapshot, as the DVC train stage runs) adds a challenger.
     second = train_flow(models=["focus-area"], trials=1, data_dir=tmp_path / "data", ingest=False)
     newest = client.get_model_version_by_alias("prepiq-focus-area", "challenger")
-    assert str(newest.version) == second.models[0]["version"] != focus["version"]
+    assert str(newest.version) == second.models[0].version != focus.version
 
 
 def test_a_failed_data_gate_trains_and_registers_nothing(

@@ -27,7 +27,7 @@ from training.tuning import tune
 PARAMS_ARTIFACT = "params.yaml"  # the run's params, from which `prepiq reproduce` rebuilds it
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunSummary:
     """What a training run produced, for the flow's summary table."""
 
