@@ -6,9 +6,9 @@
    distribution is compared with the training snapshot's feature table (`data/features/`)
    by the population stability index and a two-sample Kolmogorov-Smirnov test.
 2. **Live quality.** Predictions whose outcome has arrived since are scored with the
-   models' own label code: progress forecasts against the completion the student reached
-   (`training.progress_forecaster`), weak-topic flags against the later test results
-   (`training.focus_area.examples_at`).
+   models' own label code (each model's `monitoring` module, `training.live`): progress
+   forecasts against the completion the student reached, weak-topic flags against the
+   later test results.
 3. **Decision.** A crossed threshold (`params.yaml: monitoring`) triggers a training run,
    through the Prefect deployment when a server has it, else in this process; the reasons
    go to the MLflow run (tags and params), to an alert, and to the summary.
@@ -27,9 +27,9 @@ import json
 import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,17 +40,14 @@ from scipy.stats import ks_2samp
 from core.config import get_settings, load_params, params_section
 from core.database import get_engine
 from core.exceptions import ConfigError, PrepIQError
-from features import focus, progress, recommend
 from features.extract import stream_table, table_spec
 from features.frames import SHARED_TABLES, SourceFrames, from_snapshot, from_source, read_table
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import BUILDERS, FEATURES_DIR
 from features.store import TABLES as SNAPSHOT_TABLES
 from pipelines.alerts import alert_on_failure, send_alert
-from training.focus_area import LABEL, FocusAreaParams, examples_at
-from training.metrics import binary_classification
+from training.live import FeatureSet, QualityLimit
 from training.models import MODELS
-from training.progress_forecaster import completion_reached, horizon_errors
 
 RETRAIN_MODES = ("auto", "deployment", "in-process")
 EPSILON = 1e-4  # floor of a bin's share in PSI, so an empty bin does not give infinity
@@ -92,33 +89,22 @@ class MonitoringParams:
                 f"params.yaml monitoring.retrain_models: unknown model(s) {unknown}; "
                 f"choose from {sorted(MODELS)}"
             )
+        for key, spec in MODELS.items():
+            limit = spec.monitoring.limit
+            if limit is not None and limit.params_field not in cls.__dataclass_fields__:
+                raise ConfigError(f"{key}'s live-quality limit names no monitoring param {limit}")
         return p
 
-
-@dataclass(frozen=True)
-class FeatureSet:
-    """A model's inputs as one feature table of `features.store.BUILDERS`."""
-
-    table: str
-    columns: tuple[str, ...]
-    source_tables: tuple[str, ...]
+    def limit(self, quality_limit: QualityLimit) -> float:
+        """The threshold a model's live-quality limit names (checked in `from_params`)."""
+        return float(asdict(self)[quality_limit.params_field])
 
 
-# The models whose inputs are per student. The question ranker's are the past-paper
-# catalogue, the same for every caller (the data gate checks it at every ingest).
+# The models whose inputs are watched for drift, with their feature tables.
 MONITORED: dict[str, FeatureSet] = {
-    "progress-forecaster": FeatureSet(
-        "progress_sequences",
-        (*progress.SEQUENCE_COLUMNS, *progress.STATIC_COLUMNS),
-        progress.TABLES,
-    ),
-    "focus-area": FeatureSet("topic_test_stats", focus.FEATURE_COLUMNS, focus.TABLES),
-    # Only the student-dependent columns: the topic content changes with the syllabus.
-    "topic-recommender": FeatureSet(
-        "topic_candidates",
-        tuple(c for c in recommend.CANDIDATE_COLUMNS if c not in recommend.CONTENT_COLUMNS),
-        recommend.TABLES,
-    ),
+    key: spec.monitoring.features
+    for key, spec in MODELS.items()
+    if spec.monitoring.features is not None
 }
 KEY_BY_NAME = {spec.name: key for key, spec in MODELS.items()}
 
@@ -170,22 +156,6 @@ def sample_students(users: Iterable[str], limit: int) -> list[str]:
         return ordered
     picks = np.linspace(0, len(ordered) - 1, limit).round().astype(int)
     return [ordered[i] for i in picks]
-
-
-def served_rows(predictions: pd.DataFrame) -> list[tuple[str, pd.Timestamp, dict[str, Any]]]:
-    """(user_id, created_at, response) of each logged prediction."""
-    columns = ("user_id", "created_at", "response")
-    return list(zip(*(predictions[c].tolist() for c in columns), strict=True))
-
-
-def served_topics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """(user_id, topic_id) pairs the focus-area model answered about."""
-    pairs = [
-        (user, int(area["topic_id"]))
-        for user, _, response in served_rows(predictions)
-        for area in response.get("focus_areas", [])
-    ]
-    return pd.DataFrame(pairs, columns=["user_id", "topic_id"]).drop_duplicates()
 
 
 def students_frames(engine: Any, users: list[str], tables: Iterable[str]) -> SourceFrames:
@@ -278,105 +248,17 @@ def reference_features(data_dir: Path, table: str) -> pd.DataFrame:
 def current_features(
     engine: Any, predictions: pd.DataFrame, model: str, as_of: datetime, p: MonitoringParams
 ) -> pd.DataFrame:
-    """The served students' features as of `as_of`, built from the source (for the focus
-    areas only the topics the model answered about)."""
+    """The served students' features as of `as_of`, built from the source (only the rows
+    the model answered about: for the focus areas, the topics)."""
     features = MONITORED[model]
     served = predictions[predictions["model"] == model]
     users = sample_students(served["user_id"], p.max_students)
     frames = students_frames(engine, users, features.source_tables)
     table = BUILDERS[features.table][0](frames, as_of)
-    if model == "focus-area":
-        table = table.merge(served_topics(served), on=["user_id", "topic_id"])
-    return table
+    return MODELS[model].monitoring.served_features(table, served)
 
 
 # -- live quality --------------------------------------------------------------------------
-
-
-def latest_per_student(predictions: pd.DataFrame) -> pd.DataFrame:
-    """Each student's latest prediction (so a frequent caller does not outweigh others)."""
-    return predictions.sort_values("created_at").groupby("user_id").tail(1)
-
-
-def served_flags(predictions: pd.DataFrame) -> pd.DataFrame:
-    """The served focus areas as (user_id, topic_id, probability, is_weak) rows."""
-    flags = [
-        (user, int(a["topic_id"]), float(a["weak_probability"]), bool(a["is_weak"]))
-        for user, _, response in served_rows(predictions)
-        for a in response.get("focus_areas", [])
-    ]
-    return pd.DataFrame(flags, columns=["user_id", "topic_id", "probability", "is_weak"])
-
-
-def focus_area_quality(
-    frames: SourceFrames, predictions: pd.DataFrame, fp: FocusAreaParams, as_of: datetime
-) -> dict[str, float] | None:
-    """The served weak flags against the label training uses (`examples_at`: accuracy
-    over the label window after the prediction, with enough answers), for the predictions
-    whose label window has closed by `as_of`."""
-    closed = predictions[
-        predictions["created_at"] + pd.Timedelta(days=fp.label_window_days) <= pd.Timestamp(as_of)
-    ]
-    latest = latest_per_student(closed)
-    labels = [  # one call per moment: predictions made together share their origin
-        examples_at(
-            frames.for_users(group["user_id"]), cast(pd.Timestamp, moment).to_pydatetime(), fp
-        )
-        for moment, group in latest.groupby("created_at")
-    ]
-    if not labels:
-        return None
-    scored = served_flags(latest).merge(
-        pd.concat(labels)[["user_id", "topic_id", LABEL]], on=["user_id", "topic_id"]
-    )
-    if scored.empty:
-        return None
-    return binary_classification(
-        scored[LABEL].to_numpy(),
-        scored["probability"].to_numpy(),
-        decisions=scored["is_weak"].to_numpy(),
-    )
-
-
-def forecast_due(made: pd.Timestamp, horizon: int, as_of: datetime) -> date | None:
-    """The day a forecast made at `made` for `horizon` days is about, if it has passed
-    by `as_of`."""
-    day: date = (made + timedelta(days=horizon)).date()
-    return day if day <= as_of.date() else None
-
-
-def progress_quality(
-    frames: SourceFrames, predictions: pd.DataFrame, as_of: datetime
-) -> dict[str, float] | None:
-    """The served forecasts (median and 80% interval) against the completion reached at
-    each horizon that has passed by `as_of`, from each student's latest such forecast."""
-    passed = [
-        any(forecast_due(made, int(f["horizon_days"]), as_of) for f in response["forecasts"])
-        for _, made, response in served_rows(predictions)
-    ]
-    latest = latest_per_student(predictions[passed])
-    if latest.empty:
-        return None
-    rows = served_rows(latest)
-    horizons = tuple(sorted({int(f["horizon_days"]) for *_, r in rows for f in r["forecasts"]}))
-    truth, point, low, high = (np.full((len(latest), len(horizons)), np.nan) for _ in range(4))
-    due: dict[date, list[tuple[int, int, str]]] = {}  # day -> the cells about it
-    for i, (user, made, response) in enumerate(rows):
-        by_horizon = {int(f["horizon_days"]): f for f in response["forecasts"]}
-        for k, h in enumerate(horizons):
-            day = forecast_due(made, h, as_of)
-            if h in by_horizon and day is not None:
-                due.setdefault(day, []).append((i, k, user))
-                forecast = by_horizon[h]
-                point[i, k] = forecast["completion_percent"]
-                low[i, k], high[i, k] = forecast["low_percent"], forecast["high_percent"]
-    # One pass over the progress rows per day, for every student due then (not per cell).
-    for day, cells in due.items():
-        users = np.array([user for *_, user in cells])
-        reached = completion_reached(frames["user_progress"], users, day)
-        for (i, k, _), value in zip(cells, reached, strict=True):
-            truth[i, k] = value
-    return horizon_errors(truth, point, horizons, (low, high))
 
 
 def live_quality(
@@ -387,36 +269,23 @@ def live_quality(
     max_students: int,
 ) -> dict[str, dict[str, float]]:
     """Quality of the predictions whose outcome has arrived by `as_of` (of at most
-    `max_students` students)."""
-    scored = predictions[predictions["model"].isin(["focus-area", "progress-forecaster"])]
+    `max_students` students), by each model's own scoring (`training.<model>.monitoring`)."""
+    judged = {key: spec.monitoring for key, spec in MODELS.items() if spec.monitoring.limit}
+    scored = predictions[predictions["model"].isin(list(judged))]
     scored = scored[scored["user_id"].isin(sample_students(scored["user_id"], max_students))]
     if scored.empty:
         return {}
-    tables = {*focus.TABLES, "user_progress"}
+    tables = {table for monitoring in judged.values() for table in monitoring.outcome_tables}
     frames = students_frames(engine, sorted(set(scored["user_id"])), tables).as_of(as_of)
     by_model = {model: rows for model, rows in scored.groupby("model")}
     found = {
-        "focus-area": focus_area_quality(
-            frames,
-            by_model.get("focus-area", scored[:0]),
-            FocusAreaParams.from_params(params),
-            as_of,
-        ),
-        "progress-forecaster": progress_quality(
-            frames, by_model.get("progress-forecaster", scored[:0]), as_of
-        ),
+        key: monitoring.quality(frames, by_model.get(key, scored[:0]), params, as_of)
+        for key, monitoring in judged.items()
     }
     return {model: metrics for model, metrics in found.items() if metrics}
 
 
 # -- the decision --------------------------------------------------------------------------
-
-
-# Live-quality limits: (model, metric, what it is, the params field, crossed when below).
-QUALITY_LIMITS = (
-    ("focus-area", "f1", "weak-topic F1", "focus_area_min_f1", True),
-    ("progress-forecaster", "mae_mean", "forecast MAE (points)", "progress_max_mae_points", False),
-)
 
 
 def retraining_reasons(report: MonitoringReport, p: MonitoringParams) -> list[str]:
@@ -429,11 +298,12 @@ def retraining_reasons(report: MonitoringReport, p: MonitoringParams) -> list[st
                 f"drifted (share {drift['share']:.2f} >= {p.max_drifted_share}): "
                 f"{', '.join(drift['drifted'])}"
             )
-    for model, metric, label, field_name, floor in QUALITY_LIMITS:
-        live = report.quality.get(model)
-        if not live or live["n"] < p.min_outcomes:
-            continue  # too few outcomes to judge
-        limit = float(getattr(p, field_name))
+    for model, spec in MODELS.items():
+        live, quality_limit = report.quality.get(model), spec.monitoring.limit
+        if quality_limit is None or not live or live["n"] < p.min_outcomes:
+            continue  # nothing to judge, or too few outcomes to judge
+        metric, label, floor = quality_limit.metric, quality_limit.label, quality_limit.floor
+        limit = p.limit(quality_limit)
         if (live[metric] < limit) if floor else (live[metric] > limit):
             reasons.append(
                 f"{model}: live {label} {live[metric]:.3f} {'<' if floor else '>'} {limit} "
@@ -500,12 +370,12 @@ def start_retraining(
 # -- the report ----------------------------------------------------------------------------
 
 
-def live_summary(quality: dict[str, float]) -> str:
-    """A model's live-quality headline: F1 of the weak flags or the forecast MAE."""
-    for metric, label in (("f1", "F1"), ("mae_mean", "MAE")):
-        if metric in quality:
-            return f"{label} {quality[metric]:.3f} (n {quality['n']:.0f})"
-    return "-"
+def live_summary(key: str, quality: dict[str, float]) -> str:
+    """A model's live-quality headline: its limited metric, e.g. the weak flags' F1."""
+    limit = MODELS[key].monitoring.limit
+    if limit is None or limit.metric not in quality:
+        return "-"
+    return f"{limit.headline} {quality[limit.metric]:.3f} (n {quality['n']:.0f})"
 
 
 def summary_rows(report: MonitoringReport) -> list[list[str]]:
@@ -522,7 +392,7 @@ def summary_rows(report: MonitoringReport) -> list[list[str]]:
                 str(served.get("students", 0)),
                 f"{len(drifted)}/{len(drift['features'])}" if key in report.drift else "-",
                 ", ".join(drifted[:3]) + (" ..." if len(drifted) > 3 else "") or "-",
-                live_summary(report.quality.get(key, {})),
+                live_summary(key, report.quality.get(key, {})),
             ]
         )
     return rows
