@@ -8,9 +8,9 @@ Absolute checks (the challenger alone): it beats every baseline of its report, p
 model's behavioural checks, and predicts within `promotion.latency_budget_ms` (p95 of
 single requests). With no champion yet, the absolute checks alone decide.
 
-Slices, behavioural checks and request samples are optional methods of a `ModelSpec`
-(`slice_reports`, `behaviour_checks`, `request_samples`); a spec without one gets that
-check recorded as "not available".
+Slices, behavioural checks and request samples are required hooks of every `ModelSpec`
+(`slice_reports`, `behaviour_checks`, `request_samples`): a model without one cannot be
+registered at all, and a hook that runs no check fails its check rather than passing.
 """
 
 from __future__ import annotations

@@ -117,12 +117,11 @@ class ModelSpec(ABC, Generic[P, D]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if getattr(cls, "__abstractmethods__", None):
-            return  # an intermediate base; instantiation names what is missing
+        # ABCMeta sets __abstractmethods__ only after this runs: look at the hooks instead.
+        if any(getattr(getattr(cls, hook, None), "__isabstractmethod__", False) for hook in HOOKS):
+            return  # an intermediate base; instantiating it names what is missing
         for attribute in ("card", "params_type", "direction"):
-            if attribute not in cls.__dict__ and not any(
-                attribute in base.__dict__ for base in cls.__mro__[1:-1]
-            ):
+            if not hasattr(cls, attribute):
                 raise TypeError(f"{cls.__name__} does not set the class attribute {attribute}")
 
     @property
@@ -196,3 +195,6 @@ class ModelSpec(ABC, Generic[P, D]):
     @abstractmethod
     def monitoring(self) -> LiveMonitoring:
         """Its drift and live-quality hooks (`training.live`)."""
+
+
+HOOKS = tuple(sorted(ModelSpec.__abstractmethods__))  # what every model must define
