@@ -50,7 +50,8 @@ from pipelines.alerts import alert_on_failure, send_alert
 from training.focus_area import LABEL, FocusAreaParams, examples_at
 from training.metrics import binary_classification
 from training.models import MODELS
-from training.progress_forecaster import completion_reached, horizon_errors
+from training.progress_forecaster.data import completion_reached
+from training.progress_forecaster.evaluation import horizon_errors
 
 RETRAIN_MODES = ("auto", "deployment", "in-process")
 EPSILON = 1e-4  # floor of a bin's share in PSI, so an empty bin does not give infinity
