@@ -21,7 +21,7 @@ from serving import schemas
 from serving.errors import InvalidInputError, NotFoundError
 from serving.models import ServedModel
 from serving.online_features import OnlineFeatures
-from training.progress_forecaster import output_column
+from training.progress_forecaster.inference import output_column
 
 
 def forest_proba(forest: Any, x: np.ndarray) -> np.ndarray:

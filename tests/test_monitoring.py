@@ -23,13 +23,16 @@ import pytest
 import yaml
 from sqlalchemy import Engine, Table, insert, update
 
+from core.config import PROJECT_ROOT, load_params
 from features.focus import topic_test_stats
 from features.frames import SourceFrames, from_snapshot
 from features.schema import ModelPrediction, TestAnswer
 from features.snapshot import RAW_DIR, read_manifest
 from features.store import FEATURES_DIR, TABLES, build_feature_tables
 from tests.alert_inbox import Inbox
-from training.progress_forecaster import ProgressForecasterParams, inputs_at, recent_slope
+from training.progress_forecaster.data import inputs_at
+from training.progress_forecaster.evaluation import recent_slope
+from training.progress_forecaster.params import ProgressForecasterParams
 
 SERVED_STUDENTS = 150
 HORIZONS = (30, 60)  # the small source's forecaster horizons (synthetic.small_source)
@@ -127,7 +130,9 @@ def focus_predictions(frames: SourceFrames, moment: datetime) -> list[dict[str, 
 
 def progress_predictions(frames: SourceFrames, moment: datetime) -> list[dict[str, object]]:
     """Forecasts as of `moment` from the recent-slope baseline, with a +-5 point interval."""
-    p = ProgressForecasterParams(horizons_days=HORIZONS, window_days=28)
+    p = ProgressForecasterParams.from_params(load_params(PROJECT_ROOT / "params.yaml")).replaced(
+        horizons_days=HORIZONS, window_days=28
+    )
     examples = inputs_at(frames, moment, p)
     point = recent_slope(examples, HORIZONS, p.slope_days)
     rows = []
