@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 from optuna.trial import FixedTrial
@@ -57,7 +57,7 @@ class QuestionRankerSpec(ModelSpec[QuestionRankerParams, RankerData]):
 
     card = CARD
     params_type = QuestionRankerParams
-    direction: Literal["minimize", "maximize"] = "maximize"
+    direction: ClassVar[Literal["minimize", "maximize"]] = "maximize"
 
     def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> RankerData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), load_encoder())
