@@ -17,7 +17,7 @@ from features.versioning import dvc_hash, missing_objects
 from pipelines.train import train_flow
 from prepiq.cli import main
 from registry.reproduce import compare, nested
-from training.question_ranker import SPEC as QUESTION_RANKER
+from training.question_ranker.spec import SPEC as QUESTION_RANKER
 
 
 @pytest.mark.usefixtures("prefect_harness", "small_data_params")
