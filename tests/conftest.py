@@ -212,7 +212,7 @@ def clean_snapshot(
     return data / RAW_DIR
 
 
-# -- serving (tests/test_serving.py, tests/test_serving_process.py; helpers in
+# -- serving (tests/serving/test_service.py, tests/serving/test_process.py; helpers in
 # tests/serving_support.py) ------------------------------------------------------------
 
 

@@ -84,7 +84,7 @@ def test_a_spool_left_by_a_killed_process_is_replayed_exactly_once(tmp_path: Pat
         from pathlib import Path
         from core.database import get_engine
         from serving.prediction_log import PredictionLog, Spool
-        from tests.test_prediction_log import _fields
+        from tests.serving.test_prediction_log import _fields
         log = PredictionLog(
             get_engine("sqlite:///{tmp_path / "down" / "none.db"}"), 10, 3600,
             spool=Spool(Path("{spool_dir}"), 1 << 30, segment_rows=20),

@@ -1,6 +1,6 @@
 """The CI workflow that trains and promotes: scheduled and on demand, it runs the one
 script that holds its steps (deploy/ci/train-and-promote.sh, which
-tests/test_registry_serving.py runs against a real tracking server) and uploads the gate's
+tests/registry/test_registry_serving.py runs against a real tracking server) and uploads the gate's
 reports. Here: the workflow's shape, and that every command of the script parses."""
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 hadolint on the Dockerfile, each target's promises read with BuildKit's own parser (the
 `dockerfile` package), and `docker-compose config` (Compose's client-side validation and
 interpolation) on every environment's env file. The serving target's dependency set is
-proven by tests/test_serving_image.py; the image itself is built and run on a real engine
-by tests/test_docker_image.py."""
+proven by tests/serving/test_image.py; the image itself is built and run on a real engine
+by tests/project/test_docker_image.py."""
 
 from __future__ import annotations
 
@@ -136,7 +136,7 @@ def test_compose_config_is_valid_for_each_environment(environment: str, tmp_path
     serving = services["serving"]
     assert serving["environment"]["PREPIQ_SERVING_RATE_LIMIT_STORAGE"].startswith("redis://redis:")
     assert serving["depends_on"]["redis"]["condition"] == "service_healthy"
-    # Prometheus scrapes serving and evaluates the rules tests/test_monitoring_rules.py
+    # Prometheus scrapes serving and evaluates the rules tests/project/test_monitoring_rules.py
     # checks; Grafana loads the serving dashboard; serving's own alarms use the webhook.
     prometheus = {v["target"]: v["source"] for v in services["prometheus"]["volumes"]}
     assert Path(prometheus["/etc/prometheus"]) == PROJECT_ROOT / "deploy" / "prometheus"

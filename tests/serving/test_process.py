@@ -1,4 +1,4 @@
-"""The serving API beyond the in-process happy paths (tests/test_serving.py), on the same
+"""The serving API beyond the in-process happy paths (tests/serving/test_service.py), on the same
 small real training run: against a real `bentoml serve` process (every route over HTTP,
 then SIGTERM: the shutdown flush writes every prediction), Schemathesis against the
 service's own `/docs.json`, a reload under load, and which store entry is the champion."""

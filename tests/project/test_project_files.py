@@ -40,7 +40,7 @@ def test_every_command_parses(capsys: pytest.CaptureFixture[str], command: str) 
 def test_dvc_train_stage_depends_on_the_snapshot() -> None:
     stages = yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"]
     assert "data/raw" in stages["train-focus-area"]["deps"]
-    # Kept between runs, so `dvc repro` ingests incrementally (tests/test_ingest.py runs it).
+    # Kept between runs, so `dvc repro` ingests incrementally (tests/pipelines/test_ingest.py runs it).
     assert stages["ingest"]["outs"] == [{"data/raw": {"persist": True}}]
 
 
