@@ -8,10 +8,10 @@ issue's, counting a newcomer's first record as growth); the slope from the first
 similar completion level.
 
 The promotion gate (`registry.gate`) compares hold-out slices (first enrolled subject,
-new vs long-standing, low vs high recent study; `training.progress_forecaster.data.
-slice_table`), runs the issue's behavioural test on the hold-out students (more study,
-rebuilt from edited `study_activity` rows, must raise the forecast) and times
-single-student requests.
+new vs long-standing, low vs high recent study;
+`training.progress_forecaster.data.slice_table`), runs the issue's behavioural test on
+the hold-out students (more study, rebuilt from edited `study_activity` rows, must raise
+the forecast) and times single-student requests.
 """
 
 from __future__ import annotations
