@@ -63,16 +63,14 @@ class QuestionRankerSpec(ModelSpec[QuestionRankerParams, RankerData]):
         return make_dataset(frames, ctx.as_of, self.params(ctx), load_encoder())
 
     def objective(self, ctx: TrainingContext, data: RankerData) -> Callable[[Any], float]:
-        """Mean NDCG@k over the validation cut-offs before the first test year, each ranked
-        by heads fitted on the cut-offs before it."""
+        """Mean NDCG@k over the validation cut-offs (`estimator.objective`)."""
         return estimator.objective(data, self.params(ctx), ctx.seed)
 
     def evaluate(
         self, ctx: TrainingContext, data: RankerData, predict: Predict
     ) -> tuple[dict[str, Any], str]:
-        """One model next to the baselines: on the latest paper in the source (a fair test
-        only of a version trained before that paper was sat), and against the generator's
-        held-back next paper with every paper as history."""
+        """One model next to the baselines on the latest paper in the source, and against
+        the generator's held-back next paper (`evaluation.evaluate_version`)."""
         return evaluation.evaluate_version(data, ctx.truth_dir, predict, self.params(ctx).top_k)
 
     def registered_sections(self, report: dict[str, Any]) -> dict[str, str]:
