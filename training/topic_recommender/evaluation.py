@@ -87,9 +87,7 @@ def holdout_truth(
     truth_dir: Path | None, data: RecommenderData, p: TopicRecommenderParams
 ) -> pd.DataFrame | None:
     """`truth_relevance` at the hold-out origin, when the generator's truth is at hand."""
-    return (
-        truth_relevance(truth_dir, data.holdout_origin, p.truth_top_k) if truth_dir else None
-    )
+    return truth_relevance(truth_dir, data.holdout_origin, p.truth_top_k) if truth_dir else None
 
 
 def model_scores(predict: Predict, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -210,13 +208,9 @@ def refit_report(
     (the same scorer without its collaborative part) and the cross-validation score; its
     Markdown; and what writes its plots."""
     holdout = data.holdout
-    report, confidences = evaluate(
-        lambda frame: model.predict(None, frame), data, p, seed, truth
-    )
+    report, confidences = evaluate(lambda frame: model.predict(None, frame), data, p, seed, truth)
     ablation = without_cf.probability(with_context(holdout, p.prior_answers))
-    report["ablation_without_cf"] = method_metrics(
-        holdout, ablation, ablation, p, len(data.topics)
-    )
+    report["ablation_without_cf"] = method_metrics(holdout, ablation, ablation, p, len(data.topics))
     report["cv_ndcg"] = cv_score
     markdown = report_markdown(report, data, p)
     shown = ~np.isnan(confidences["model"])
@@ -368,6 +362,5 @@ def request_samples(data: RecommenderData, count: int) -> list[pd.DataFrame]:
     holdout = data.holdout
     students = sorted(holdout["user_id"].unique())[:count]
     return [
-        holdout.loc[holdout["user_id"] == s, INPUT_COLUMNS].reset_index(drop=True)
-        for s in students
+        holdout.loc[holdout["user_id"] == s, INPUT_COLUMNS].reset_index(drop=True) for s in students
     ]

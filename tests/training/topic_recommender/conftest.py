@@ -77,7 +77,9 @@ def dataset(context: TrainingContext, frames: SourceFrames) -> RecommenderData:
 @pytest.fixture(scope="package")
 def outcome(context: TrainingContext, dataset: RecommenderData) -> Outcome:
     """The real spec, tuned with 2 trials of a tiny search space, refitted and evaluated."""
-    study = optuna.create_study(direction=SPEC.direction, sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(
+        direction=SPEC.direction, sampler=optuna.samplers.TPESampler(seed=0)
+    )
     study.optimize(SPEC.objective(context, dataset), n_trials=SPEC.default_trials(context))
     return SPEC.finish(context, dataset, study.best_params, study.best_value)
 
