@@ -47,7 +47,8 @@ from features.snapshot import RAW_DIR, read_manifest
 from features.store import BUILDERS, FEATURES_DIR
 from features.store import TABLES as SNAPSHOT_TABLES
 from pipelines.alerts import alert_on_failure, send_alert
-from training.focus_area import LABEL, FocusAreaParams, examples_at
+from training.focus_area.data import LABEL, examples_at
+from training.focus_area.params import FocusAreaParams
 from training.metrics import binary_classification
 from training.models import MODELS
 from training.progress_forecaster import completion_reached, horizon_errors

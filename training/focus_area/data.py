@@ -150,5 +150,3 @@ def with_answers_on_topic(
     mine = (answers["user_id"] == user) & answers["question_id"].isin(on_topic)
     answers.loc[mine, "is_correct"] = correct
     return SourceFrames(frames.tables | {"test_answers": answers})
-
-

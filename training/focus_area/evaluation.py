@@ -54,9 +54,7 @@ def logistic_baseline(train: pd.DataFrame, folds: int, seed: int) -> tuple[Pipel
     return model.fit(feature_matrix(train), y), threshold
 
 
-def model_scores(
-    predict: Predict, examples: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray]:
+def model_scores(predict: Predict, examples: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """A model's weak probabilities and decisions on examples, through its `predict`."""
     predicted = predict(examples[INPUT_COLUMNS])
     return (

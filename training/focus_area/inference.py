@@ -13,7 +13,9 @@ from mlflow.pyfunc.model import PythonModel
 from features.focus import FEATURE_COLUMNS, feature_matrix
 from training.card import ModelCard
 
-CARD = ModelCard(key="focus-area", name="prepiq-focus-area", main_metric="f1", higher_is_better=True)
+CARD = ModelCard(
+    key="focus-area", name="prepiq-focus-area", main_metric="f1", higher_is_better=True
+)
 REQUIREMENTS = ["mlflow", "scikit-learn", "pandas", "numpy", "cloudpickle"]
 INPUT_COLUMNS = ["user_id", "topic_id", *FEATURE_COLUMNS]
 
