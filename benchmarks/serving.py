@@ -173,7 +173,7 @@ def load_inputs(count: int) -> dict[str, Any]:
     from core.database import get_engine
     from features import focus
     from features.frames import from_source
-    from training.focus_area import INPUT_COLUMNS
+    from training.focus_area.inference import INPUT_COLUMNS
 
     engine = get_engine(get_settings().resolved_source_url)
     with engine.connect() as conn:

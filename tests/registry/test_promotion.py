@@ -34,22 +34,23 @@ from registry.aliases import CHALLENGER, CHAMPION, PREVIOUS, alias_version, mark
 from registry.gate import BASELINES, SLICES, UPLIFT, PromotionParams
 from registry.lock import promotion_lock
 from registry.promotion import PromotionResult, combined_exit_code, promote
-from tests.test_focus_area_model import small_params
-from training import focus_area as fa
+from tests.training.focus_area.conftest import small_params
 from training import tracking
+from training.focus_area.data import LABEL
+from training.focus_area.inference import CARD, INPUT_COLUMNS, FocusAreaPyfunc
+from training.focus_area.spec import SPEC
 from training.model_spec import Outcome, TrainingContext
 from training.models import MODELS
 from training.runs import load_frames, register_model
 from training.slices import SLICE_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("small_data_params")
-SPEC = fa.SPEC
-NAME = fa.NAME
+NAME = CARD.name
 
 
 def row_keys(frame: pd.DataFrame) -> np.ndarray:
     """A hash of each row's model inputs."""
-    return pd.util.hash_pandas_object(frame[fa.INPUT_COLUMNS].round(6), index=False).to_numpy()
+    return pd.util.hash_pandas_object(frame[INPUT_COLUMNS].round(6), index=False).to_numpy()
 
 
 class PeekingButBlindOnOneSubject(PythonModel):
@@ -58,10 +59,10 @@ class PeekingButBlindOnOneSubject(PythonModel):
     one subject weak; on any other input (behavioural probes) it is the trained model."""
 
     def __init__(
-        self, base: fa.FocusAreaPyfunc, holdout: pd.DataFrame, hidden_topics: list[int]
+        self, base: FocusAreaPyfunc, holdout: pd.DataFrame, hidden_topics: list[int]
     ) -> None:
         self.base = base
-        self.truth = dict(zip(row_keys(holdout), holdout[fa.LABEL].astype(bool), strict=True))
+        self.truth = dict(zip(row_keys(holdout), holdout[LABEL].astype(bool), strict=True))
         self.hidden_topics = hidden_topics
 
     def predict(
@@ -114,10 +115,10 @@ def outcome(context: TrainingContext) -> Outcome:
 def variants(outcome: Outcome, context: TrainingContext) -> dict[str, PythonModel]:
     """The trained model and deliberately different versions of it."""
     model = outcome.python_model
-    assert isinstance(model, fa.FocusAreaPyfunc)
+    assert isinstance(model, FocusAreaPyfunc)
     data = holdout.load(SPEC.key, context.data_dir).data
     never_weak = DummyClassifier(strategy="constant", constant=0).fit(
-        feature_matrix(data.train), data.train[fa.LABEL]
+        feature_matrix(data.train), data.train[LABEL]
     )
     topics = pd.read_parquet(context.snapshot_dir / "topics.parquet")
     # The smallest subject the gate still judges: blind there, the model stays far above
@@ -128,8 +129,8 @@ def variants(outcome: Outcome, context: TrainingContext) -> dict[str, PythonMode
     return {
         "trained": model,
         # Flags only the most certain topics: far fewer weak topics found (lower F1).
-        "timid": fa.FocusAreaPyfunc(model.estimator, 0.7, model.target_accuracy),
-        "never_weak": fa.FocusAreaPyfunc(never_weak, 0.5, model.target_accuracy),
+        "timid": FocusAreaPyfunc(model.estimator, 0.7, model.target_accuracy),
+        "never_weak": FocusAreaPyfunc(never_weak, 0.5, model.target_accuracy),
         "blind_on_one_subject": PeekingButBlindOnOneSubject(
             model,
             data.holdout,

@@ -13,7 +13,7 @@ import pytest
 
 from core.exceptions import ConfigError
 from features.snapshot import MANIFEST
-from training.focus_area import SPEC
+from training.focus_area.spec import SPEC
 from training.model_spec import TrainingContext
 from training.runs import flat_metrics, load_frames, relative_gain, study_name
 

@@ -3,7 +3,6 @@ hold-out is split from training by student and by time."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,15 +10,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.config import PROJECT_ROOT, load_params
 from core.exceptions import ConfigError
 from features.focus import answer_table, topic_test_stats
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from tests.conftest import END_DATE
-from training import focus_area as fa
+from training.focus_area.data import (
+    LABEL,
+    FocusAreaData,
+    later_results,
+    make_dataset,
+    question_rates,
+    with_answers_on_topic,
+)
+from training.focus_area.params import FocusAreaParams
 from training.splits import group_folds, holdout_students
 
-PARAMS = fa.FocusAreaParams(label_window_days=30, min_label_answers=3, holdout_fraction=0.3)
+PARAMS = FocusAreaParams.from_params(load_params(PROJECT_ROOT / "params.yaml")).replaced(
+    label_window_days=30, min_label_answers=3, holdout_fraction=0.3
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +38,13 @@ def frames(clean_snapshot: Path) -> SourceFrames:
 
 
 @pytest.fixture(scope="module")
-def dataset(frames: SourceFrames) -> fa.FocusAreaData:
+def dataset(frames: SourceFrames) -> FocusAreaData:
     as_of = pd.Timestamp(END_DATE).tz_localize("UTC").to_pydatetime() + timedelta(hours=23)
-    return fa.make_dataset(frames, as_of, PARAMS, seed=42)
+    return make_dataset(frames, as_of, PARAMS, seed=42)
 
 
 def test_labels_are_later_results_below_the_threshold(
-    frames: SourceFrames, dataset: fa.FocusAreaData
+    frames: SourceFrames, dataset: FocusAreaData
 ) -> None:
     row = dataset.holdout.iloc[0]
     answers = answer_table(frames)
@@ -45,24 +55,24 @@ def test_labels_are_later_results_below_the_threshold(
         & (answers["answered_at"] <= row["origin"] + pd.Timedelta(days=PARAMS.label_window_days))
     ]
     assert len(window) >= PARAMS.min_label_answers
-    assert row[fa.LABEL] == int(window["correct"].mean() < PARAMS.weak_threshold)
-    assert 0.05 < dataset.train[fa.LABEL].mean() < 0.6  # both classes are well represented
+    assert row[LABEL] == int(window["correct"].mean() < PARAMS.weak_threshold)
+    assert 0.05 < dataset.train[LABEL].mean() < 0.6  # both classes are well represented
 
 
 def test_an_adjusted_label_judges_later_results_against_the_questions_answered(
-    frames: SourceFrames, dataset: fa.FocusAreaData
+    frames: SourceFrames, dataset: FocusAreaData
 ) -> None:
     """`label_basis: adjusted`: the mean of (right - the question's expected rate) over the
     window plus the topic's mean expected rate, the rates from answers up to the origin
     only (rewriting every later answer changes no rate)."""
-    adjusted = replace(PARAMS, label_basis="adjusted")
+    adjusted = PARAMS.replaced(label_basis="adjusted")
     origin = dataset.holdout_origin
     answers = answer_table(frames)
-    results = fa.later_results(frames, answers, origin, adjusted)
+    results = later_results(frames, answers, origin, adjusted)
     assert len(results) > 20
     row = results.iloc[0]
     questions = frames["questions"]
-    rates = fa.question_rates(questions, answers[answers["answered_at"] <= pd.Timestamp(origin)])
+    rates = question_rates(questions, answers[answers["answered_at"] <= pd.Timestamp(origin)])
     assert rates.between(0.0, 1.0).all() and len(rates) == len(questions)
     window = answers[
         (answers["user_id"] == row["user_id"])
@@ -80,19 +90,19 @@ def test_an_adjusted_label_judges_later_results_against_the_questions_answered(
     rewritten = answers.assign(
         correct=np.where(future, 1.0 - answers["correct"], answers["correct"])
     )
-    again = fa.later_results(frames, answers, origin, adjusted, known=rewritten)
+    again = later_results(frames, answers, origin, adjusted, known=rewritten)
     pd.testing.assert_frame_equal(results, again)
-    labelled = fa.make_dataset(frames, origin + timedelta(days=30), adjusted, seed=42)
+    labelled = make_dataset(frames, origin + timedelta(days=30), adjusted, seed=42)
     assert labelled.holdout_origin == origin
-    assert 0.05 < labelled.train[fa.LABEL].mean() < 0.6
+    assert 0.05 < labelled.train[LABEL].mean() < 0.6
     held = labelled.holdout.merge(results, on=["user_id", "topic_id"])
     assert len(held) == len(labelled.holdout)
     np.testing.assert_allclose(held["later_accuracy_x"], held["later_accuracy_y"])
     with pytest.raises(ConfigError, match="label_basis"):
-        fa.FocusAreaParams.from_params({"focus_area": {"label_basis": "truth"}})
+        PARAMS.replaced(label_basis="truth")
 
 
-def test_holdout_is_other_students_at_a_later_time(dataset: fa.FocusAreaData) -> None:
+def test_holdout_is_other_students_at_a_later_time(dataset: FocusAreaData) -> None:
     assert set(dataset.train["user_id"]).isdisjoint(set(dataset.holdout["user_id"]))
     latest_train_window_end = dataset.train["origin"].max() + pd.Timedelta(
         days=PARAMS.label_window_days
@@ -155,7 +165,7 @@ def test_history_features_follow_the_students_answers(frames: SourceFrames) -> N
     user, topic = busy["user_id"], int(busy["topic_id"])
     mine = frames.for_users([user])
     rows = {
-        correct: topic_test_stats(fa.with_answers_on_topic(mine, user, topic, correct), as_of)
+        correct: topic_test_stats(with_answers_on_topic(mine, user, topic, correct), as_of)
         .set_index("topic_id")
         .loc[topic]
         for correct in (False, True)
