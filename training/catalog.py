@@ -31,26 +31,13 @@ def members(module: str, name: str, kind: type) -> list[Any]:
     """`name` of every package's `module`, each checked to be a `kind` (or a subclass)."""
     found = []
     for package in PACKAGES:
-        source = _module(package, module)
-        if source.__name__ == package:  # TRANSITION: a flat model module, unchecked
-            spec = source.SPEC
-            card = ModelCard(spec.key, spec.name, spec.main_metric, spec.higher_is_better)
-            found.append(card if name == "CARD" else spec)
-            continue
-        member = getattr(source, name, None)
+        member = getattr(import_module(f"{package}.{module}"), name, None)
         if not isinstance(member, kind) and not (
             isinstance(member, type) and issubclass(member, kind)
         ):
             raise TypeError(f"{package}.{module} must define {name} (a {kind.__name__})")
         found.append(member)
     return found
-
-
-def _module(package: str, module: str) -> Any:
-    try:
-        return import_module(f"{package}.{module}")
-    except ModuleNotFoundError:  # TRANSITION: a model not yet split into its package
-        return import_module(package)
 
 
 @cache

@@ -17,7 +17,7 @@ from training.model_spec import ModelSpec, TrainingContext
 def _specs() -> dict[str, ModelSpec[Any, Any]]:
     found: dict[str, ModelSpec[Any, Any]] = {}
     for card, spec in zip(cards().values(), members("spec", "SPEC", ModelSpec), strict=True):
-        if isinstance(spec, ModelSpec) and spec.card is not card:  # TRANSITION
+        if spec.card is not card:
             raise TypeError(f"the spec of {card.key} does not carry its inference module's CARD")
         found[card.key] = spec
     return found
@@ -48,8 +48,6 @@ def training_context(
         truth_dir=get_settings().ground_truth_dir,
         students=students,
     )
-    for spec in (
-        s for s in MODELS.values() if isinstance(s, ModelSpec)
-    ):  # TRANSITION in any model's section fails before any work
+    for spec in MODELS.values():  # a wrong key in any model's section fails before any work
         spec.params(ctx)
     return ctx

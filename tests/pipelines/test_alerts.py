@@ -22,6 +22,7 @@ from registry.aliases import CHAMPION, alias_version
 from synthetic.generator import seed_source
 from tests.alert_inbox import Inbox
 from tests.conftest import END_DATE, migrated_engine
+from tests.features.test_validation import AS_OF
 from tests.registry.test_promotion import (  # noqa: F401  (module fixtures of the promotion tests)
     NAME,
     context,
@@ -29,7 +30,6 @@ from tests.registry.test_promotion import (  # noqa: F401  (module fixtures of t
     register,
     variants,
 )
-from tests.features.test_validation import AS_OF
 from training import tracking
 from training.model_spec import Outcome, TrainingContext
 

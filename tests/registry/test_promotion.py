@@ -39,9 +39,9 @@ from training import tracking
 from training.focus_area.data import LABEL
 from training.focus_area.inference import CARD, INPUT_COLUMNS, FocusAreaPyfunc
 from training.focus_area.spec import SPEC
-from training.model_spec import Outcome, TrainingContext
+from training.model_spec import Outcome, TrainingContext, load_frames
 from training.models import MODELS
-from training.runs import load_frames, register_model
+from training.runs import register_model
 from training.slices import SLICE_COLUMNS
 
 pytestmark = pytest.mark.usefixtures("small_data_params")

@@ -5,7 +5,7 @@ and judged by a real gate in tests/registry/test_promotion.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 
@@ -46,7 +46,7 @@ class StubSpec(ModelSpec[StubParams, pd.DataFrame]):
 
     card = CARD
     params_type = StubParams
-    direction = "maximize"
+    direction: ClassVar[Literal["minimize", "maximize"]] = "maximize"
 
     def __init__(
         self,

@@ -14,8 +14,8 @@ import pytest
 from core.exceptions import ConfigError
 from features.snapshot import MANIFEST
 from training.focus_area.spec import SPEC
-from training.model_spec import TrainingContext
-from training.runs import flat_metrics, load_frames, relative_gain, study_name
+from training.model_spec import TrainingContext, load_frames
+from training.runs import flat_metrics, relative_gain, study_name
 
 
 def _context(snapshot: Path, **changes: object) -> TrainingContext:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import mlflow
 import optuna
@@ -18,45 +18,34 @@ from mlflow import MlflowClient
 from core.config import get_settings
 from core.exceptions import ConfigError
 from features.frames import SourceFrames
+from tests.training.model_stub import StubSpec
 from training import tracking
-from training.model_spec import Outcome, TrainingContext
+from training.card import ModelCard
+from training.model_spec import TrainingContext
 from training.tuning import resolve_storage, tune
 
 
-class SlowQuadratic:
+class SlowQuadratic(StubSpec):
     """A stand-in model whose objective is a slow quadratic: the test is about the
     mechanics of sharing a study between processes, not about any model (the real
     models' objectives take minutes). Module-level, so a spawned worker can import it."""
 
-    name = "prepiq-test-quadratic"
-    key = "test-quadratic"
-    direction: Literal["minimize", "maximize"] = "minimize"
-    main_metric = "squared_error"
-    higher_is_better = False
+    card = ModelCard("test-quadratic", "prepiq-test-quadratic", "squared_error", False)
+    direction = "minimize"
 
     def default_trials(self, ctx: TrainingContext) -> int:
         return 4
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> float:
+    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> Any:
         return 3.0  # the optimum
 
-    def objective(self, ctx: TrainingContext, data: float) -> Callable[[Any], float]:
+    def objective(self, ctx: TrainingContext, data: Any) -> Callable[[Any], float]:
         def score(trial: Any) -> float:
             x = trial.suggest_float("x", -10, 10)
             time.sleep(1.5)  # long enough that the second worker is up before the end
-            return (x - data) ** 2
+            return float((x - data) ** 2)
 
         return score
-
-    def finish(
-        self, ctx: TrainingContext, data: float, best_params: dict[str, Any], cv_score: float
-    ) -> Outcome:
-        raise NotImplementedError  # never called: the test stops after tuning
-
-    def evaluate(
-        self, ctx: TrainingContext, data: float, predict: Callable[[Any], Any]
-    ) -> tuple[dict[str, Any], str]:
-        raise NotImplementedError  # never called either
 
 
 SPEC = SlowQuadratic()

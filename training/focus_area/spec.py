@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
@@ -34,7 +34,7 @@ class FocusAreaSpec(ModelSpec[FocusAreaParams, FocusAreaData]):
 
     card = CARD
     params_type = FocusAreaParams
-    direction: Literal["minimize", "maximize"] = "maximize"
+    direction = "maximize"
 
     def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> FocusAreaData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), ctx.seed)

@@ -13,8 +13,7 @@ import pytest
 from core.config import load_params
 from tests.conftest import END_DATE, SMALL_DATA_PARAMS
 from training.focus_area.spec import SPEC
-from training.model_spec import Outcome, TrainingContext
-from training.runs import load_frames
+from training.model_spec import Outcome, TrainingContext, load_frames
 
 AS_OF = datetime(END_DATE.year, END_DATE.month, END_DATE.day, 23, 0, tzinfo=UTC)
 
