@@ -4,7 +4,9 @@ and report a model without importing its training code."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from importlib import import_module
 
 
 @dataclass(frozen=True)
@@ -13,3 +15,19 @@ class ModelCard:
     name: str  # the registered model name, e.g. prepiq-focus-area
     main_metric: str  # the key in report["model"] that ranks versions (and the gate uses)
     higher_is_better: bool  # of the main metric
+
+
+def moved_classes(package: str, names: Iterable[str]) -> Callable[[str], object]:
+    """The PEP 562 `__getattr__` of a model package whose classes once lived in the flat
+    module of the same name: a version registered before the split pickled its pyfunc (and
+    the classes its state holds) as `<package>.<Name>`, so those names resolve to the
+    package's `inference` module, where they live now, and such a version still loads.
+    Only `names`: nothing else of the old module is reachable this way."""
+    moved = frozenset(names)
+
+    def forward(name: str) -> object:
+        if name not in moved:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(import_module(f"{package}.inference"), name)
+
+    return forward

@@ -1,21 +1,12 @@
 """The progress forecaster: a student's syllabus completion at +30, +60 and +90 days."""
 
-# A model version registered before the split pickled its pyfunc by the flat module's
-# path (`training.progress_forecaster.<Name>`): the pyfunc class and every class its
-# pickled state holds are forwarded to where they live now, so such a version still loads.
-# Exactly those names: nothing else of the old module is reachable from here.
-_MOVED = {
-    "ProgressForecasterPyfunc": "inference",
-    "Forecaster": "inference",
-    "ForecastNet": "inference",
-    "InputScaler": "inference",
-}
+from training.card import moved_classes
 
-
-def __getattr__(name: str) -> object:
-    """PEP 562: an old pickle's class, from its new module."""
-    if name not in _MOVED:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module  # lazy: importing the package itself loads nothing
-
-    return getattr(import_module(f"{__name__}.{_MOVED[name]}"), name)
+# The classes a pickle of a version registered before the split names by this path.
+MOVED: tuple[str, ...] = (
+    "ProgressForecasterPyfunc",
+    "Forecaster",
+    "ForecastNet",
+    "InputScaler",
+)
+__getattr__ = moved_classes(__name__, MOVED)

@@ -139,7 +139,7 @@ def test_a_version_pickled_by_the_flat_modules_path_still_loads(
     today = Recorder(pickle.dumps(model))
     today.load()
     ours = {name for module, name in today.named if module.startswith("training.")}
-    moved: dict[str, str] = vars(training.topic_recommender)["_MOVED"]
+    moved = training.topic_recommender.MOVED
     assert ours == set(moved)
     assert {module for module, _ in today.named if module.startswith("training.")} == {
         inference.__name__
