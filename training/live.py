@@ -82,3 +82,25 @@ def served_rows(predictions: pd.DataFrame) -> list[tuple[str, pd.Timestamp, dict
 def latest_per_student(predictions: pd.DataFrame) -> pd.DataFrame:
     """Each student's latest prediction (so a frequent caller does not outweigh others)."""
     return predictions.sort_values("created_at").groupby("user_id").tail(1)
+
+
+class DriftOnly(LiveMonitoring):
+    """A model whose served predictions are not scored against an outcome (yet): at most
+    its features' drift is watched (`features`, None for nothing per student)."""
+
+    @property
+    def limit(self) -> QualityLimit | None:
+        return None
+
+    @property
+    def outcome_tables(self) -> tuple[str, ...]:
+        return ()
+
+    def quality(
+        self,
+        frames: SourceFrames,
+        predictions: pd.DataFrame,
+        params: Mapping[str, Any],
+        as_of: datetime,
+    ) -> dict[str, float] | None:
+        return None

@@ -10,20 +10,8 @@ import subprocess
 import sys
 
 from core.config import PROJECT_ROOT
+from tests.import_probe import forbidden_for
 from training.catalog import PACKAGES
-
-TRAINING_ONLY = (
-    "optuna",
-    "lightning",
-    "pytorch_lightning",
-    "training.runs",
-    "training.tuning",
-    "training.tracking",
-    "training.reports",
-    "training.model_spec",
-    "training.models",
-)
-PER_MODEL = ("spec", "data", "estimator", "evaluation", "monitoring", "params")
 
 
 def test_importing_the_service_loads_no_training_module() -> None:
@@ -33,6 +21,6 @@ def test_importing_the_service_loads_no_training_module() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
     loaded = set(json.loads(done.stdout.splitlines()[-1]))
-    forbidden = {*TRAINING_ONLY, *(f"{p}.{m}" for p in PACKAGES for m in PER_MODEL)}
+    forbidden = set(forbidden_for(*PACKAGES))
     assert sorted(loaded & forbidden) == []
     assert {f"{p}.inference" for p in PACKAGES} <= loaded  # what it serves is there

@@ -11,7 +11,7 @@ import pandas as pd
 
 from features.frames import SourceFrames
 from training.card import ModelCard
-from training.live import FeatureSet, LiveMonitoring, QualityLimit
+from training.live import DriftOnly, FeatureSet, LiveMonitoring
 from training.model_params import ModelParams
 from training.model_spec import ModelSpec, Outcome, Predict, TrainingContext
 
@@ -22,22 +22,9 @@ class StubParams(ModelParams):
     SECTION: ClassVar[str] = "stub"
 
 
-class StubMonitoring(LiveMonitoring):
+class StubMonitoring(DriftOnly):
     @property
     def features(self) -> FeatureSet | None:
-        return None
-
-    @property
-    def limit(self) -> QualityLimit | None:
-        return None
-
-    @property
-    def outcome_tables(self) -> tuple[str, ...]:
-        return ()
-
-    def quality(
-        self, frames: SourceFrames, predictions: pd.DataFrame, params: Any, as_of: Any
-    ) -> dict[str, float] | None:
         return None
 
 

@@ -5,38 +5,14 @@ scored against an outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
-
-import pandas as pd
-
-from features.frames import SourceFrames
-from training.live import FeatureSet, LiveMonitoring, QualityLimit
+from training.live import DriftOnly, FeatureSet
 
 
-class QuestionRankerMonitoring(LiveMonitoring):
-    """No features, no live-quality limit, no outcome tables."""
+class QuestionRankerMonitoring(DriftOnly):
+    """No features: nothing per student to watch."""
 
     @property
     def features(self) -> FeatureSet | None:
-        return None
-
-    @property
-    def limit(self) -> QualityLimit | None:
-        return None
-
-    @property
-    def outcome_tables(self) -> tuple[str, ...]:
-        return ()
-
-    def quality(
-        self,
-        frames: SourceFrames,
-        predictions: pd.DataFrame,
-        params: Mapping[str, Any],
-        as_of: datetime,
-    ) -> dict[str, float] | None:
         return None
 
 

@@ -4,18 +4,11 @@ and no live outcome of its recommendations is scored yet."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
-
-import pandas as pd
-
 from features import recommend
-from features.frames import SourceFrames
-from training.live import FeatureSet, LiveMonitoring, QualityLimit
+from training.live import DriftOnly, FeatureSet
 
 
-class TopicRecommenderMonitoring(LiveMonitoring):
+class TopicRecommenderMonitoring(DriftOnly):
     """Drift of the candidate topics' student-dependent columns; no live quality."""
 
     @property
@@ -26,24 +19,6 @@ class TopicRecommenderMonitoring(LiveMonitoring):
             tuple(c for c in recommend.CANDIDATE_COLUMNS if c not in recommend.CONTENT_COLUMNS),
             recommend.TABLES,
         )
-
-    @property
-    def limit(self) -> QualityLimit | None:
-        return None  # no live outcome is scored yet
-
-    @property
-    def outcome_tables(self) -> tuple[str, ...]:
-        return ()
-
-    def quality(
-        self,
-        frames: SourceFrames,
-        predictions: pd.DataFrame,
-        params: Mapping[str, Any],
-        as_of: datetime,
-    ) -> dict[str, float] | None:
-        """None: no live outcome of a recommendation is scored yet."""
-        return None
 
 
 MONITORING = TopicRecommenderMonitoring()

@@ -19,30 +19,12 @@ import training.focus_area
 from features.focus import topic_test_stats
 from features.frames import from_snapshot
 from features.store import TABLES
+from tests.import_probe import forbidden_for
 from tests.training.focus_area.conftest import AS_OF
 from training.focus_area.inference import FocusAreaPyfunc, priority_ranks
 from training.model_spec import Outcome
 
-# What importing the inference module must not load: tuning, Lightning, and the training
-# side of the platform and of this package.
-FORBIDDEN = (
-    "optuna",
-    "lightning",
-    "pytorch_lightning",
-    "training.runs",
-    "training.tuning",
-    "training.tracking",
-    "training.reports",
-    "training.model_spec",
-    "training.models",
-    "training.metrics",
-    "training.splits",
-    "training.slices",
-    "training.focus_area.data",
-    "training.focus_area.estimator",
-    "training.focus_area.evaluation",
-    "training.focus_area.spec",
-)
+FORBIDDEN = forbidden_for("training.focus_area")
 
 
 def test_the_logged_model_predicts_suggestions_per_student(

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import training.progress_forecaster
 from features.frames import SourceFrames
 from features.progress import SEQUENCE_COLUMNS, daily_sequences
+from tests.import_probe import forbidden_for
 from tests.training.progress_forecaster.conftest import AS_OF, Trained
 from training.progress_forecaster import inference
 from training.progress_forecaster.data import ForecastData
@@ -30,27 +31,7 @@ from training.progress_forecaster.inference import (
     slope_growth,
 )
 
-# What serving must not pay for: training code, Lightning and Optuna.
-FORBIDDEN = (
-    "optuna",
-    "optuna_integration",
-    "lightning",
-    "pytorch_lightning",
-    "training.runs",
-    "training.tuning",
-    "training.tracking",
-    "training.reports",
-    "training.model_spec",
-    "training.models",
-    "training.metrics",
-    "training.splits",
-    "training.slices",
-    "training.progress_forecaster.data",
-    "training.progress_forecaster.estimator",
-    "training.progress_forecaster.evaluation",
-    "training.progress_forecaster.monitoring",
-    "training.progress_forecaster.spec",
-)
+FORBIDDEN = forbidden_for("training.progress_forecaster")
 
 
 def test_slope_from_the_first_record_ignores_a_newcomers_jump() -> None:

@@ -17,6 +17,7 @@ import pytest
 import training.question_ranker
 from features.frames import SourceFrames
 from features.questions import CANDIDATE_COLUMNS, NUMERIC_COLUMNS, normalise_text, question_history
+from tests.import_probe import forbidden_for
 from tests.training.question_ranker.conftest import AS_OF
 from training.model_spec import Outcome
 from training.question_ranker import inference
@@ -110,24 +111,7 @@ def test_a_question_repeated_every_year_ranks_above_one_never_asked(
     assert np.isfinite(predicted["score"]).all()
 
 
-FORBIDDEN = (
-    "optuna",
-    "lightning",
-    "pytorch_lightning",
-    "training.runs",
-    "training.tuning",
-    "training.tracking",
-    "training.reports",
-    "training.model_spec",
-    "training.models",
-    "training.metrics",
-    "training.splits",
-    "training.slices",
-    "training.question_ranker.data",
-    "training.question_ranker.estimator",
-    "training.question_ranker.evaluation",
-    "training.question_ranker.spec",
-)
+FORBIDDEN = forbidden_for("training.question_ranker")
 
 
 def test_the_inference_module_loads_nothing_of_training() -> None:

@@ -17,31 +17,14 @@ import pandas as pd
 
 import training.topic_recommender
 from features.frames import SourceFrames
+from tests.import_probe import forbidden_for
 from tests.training.topic_recommender.conftest import one_student
 from training.model_spec import Outcome
 from training.topic_recommender import inference
 from training.topic_recommender.data import RecommenderData
 from training.topic_recommender.inference import CollaborativeFilter, practice_signal
 
-# What serving must not pay for: training code, Lightning and Optuna.
-FORBIDDEN = (
-    "optuna",
-    "lightning",
-    "pytorch_lightning",
-    "training.runs",
-    "training.tuning",
-    "training.tracking",
-    "training.reports",
-    "training.model_spec",
-    "training.models",
-    "training.metrics",
-    "training.splits",
-    "training.slices",
-    "training.topic_recommender.data",
-    "training.topic_recommender.estimator",
-    "training.topic_recommender.evaluation",
-    "training.topic_recommender.spec",
-)
+FORBIDDEN = forbidden_for("training.topic_recommender")
 
 
 def test_fold_in_is_implicits_least_squares(dataset: RecommenderData) -> None:
