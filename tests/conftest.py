@@ -212,7 +212,7 @@ def clean_snapshot(
     return data / RAW_DIR
 
 
-# -- serving (tests/serving/test_service.py, tests/serving/test_process.py; helpers in
+# -- serving (tests/serving/test_service.py, tests/serving/test_service_process.py; helpers in
 # tests/serving_support.py) ------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""What the serving tests share (tests/serving/test_service.py in-process, tests/serving/test_process.py
+"""What the serving tests share (tests/serving/test_service.py in-process, tests/serving/test_service_process.py
 against a real `bentoml serve`): the settings they serve with, credentials, the error-shape
 assertion, and the small real training run whose models they serve (its session fixtures
 are in tests/conftest.py)."""

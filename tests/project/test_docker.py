@@ -2,7 +2,7 @@
 hadolint on the Dockerfile, each target's promises read with BuildKit's own parser (the
 `dockerfile` package), and `docker-compose config` (Compose's client-side validation and
 interpolation) on every environment's env file. The serving target's dependency set is
-proven by tests/serving/test_image.py; the image itself is built and run on a real engine
+proven by tests/serving/test_service_image.py; the image itself is built and run on a real engine
 by tests/project/test_docker_image.py."""
 
 from __future__ import annotations
