@@ -19,6 +19,7 @@ from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from synthetic.small_source import SMALL_SOURCE_PARAMS
 from tests.conftest import END_DATE
+from tests.training.snapshot_context import snapshot_context
 from training.model_spec import Outcome, TrainingContext
 from training.progress_forecaster.data import ForecastData
 from training.progress_forecaster.params import ProgressForecasterParams
@@ -53,14 +54,7 @@ def frames(clean_snapshot: Path) -> SourceFrames:
 
 @pytest.fixture(scope="package")
 def ctx(clean_snapshot: Path, seeded_sqlite: tuple[Any, Path]) -> TrainingContext:
-    return TrainingContext(
-        snapshot_dir=clean_snapshot,
-        data_dir=clean_snapshot.parent,
-        as_of=AS_OF,
-        params=small_params(),
-        seed=42,
-        truth_dir=seeded_sqlite[1],
-    )
+    return snapshot_context(clean_snapshot, seeded_sqlite[1], AS_OF, small_params())
 
 
 @pytest.fixture(scope="package")

@@ -20,6 +20,7 @@ from features.recommend import candidate_topics
 from features.store import TABLES
 from synthetic.small_source import SMALL_SOURCE_PARAMS
 from tests.conftest import END_DATE
+from tests.training.snapshot_context import snapshot_context
 from training.model_spec import Outcome, TrainingContext
 from training.topic_recommender.data import RecommenderData
 from training.topic_recommender.params import TopicRecommenderParams
@@ -54,14 +55,7 @@ def frames(clean_snapshot: Path) -> SourceFrames:
 
 @pytest.fixture(scope="package")
 def context(clean_snapshot: Path, seeded_sqlite: tuple[Engine, Path]) -> TrainingContext:
-    return TrainingContext(
-        snapshot_dir=clean_snapshot,
-        data_dir=clean_snapshot.parent,
-        as_of=AS_OF,
-        params=small_params(),
-        seed=42,
-        truth_dir=seeded_sqlite[1],
-    )
+    return snapshot_context(clean_snapshot, seeded_sqlite[1], AS_OF, small_params())
 
 
 @pytest.fixture(scope="package")
