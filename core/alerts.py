@@ -92,7 +92,8 @@ def _post_webhook(url: str, payload: dict[str, Any], settings: Settings) -> bool
 
 def _notify_block(name: str, payload: dict[str, Any]) -> bool:
     """Send through a saved Prefect notification block (`<block-type-slug>/<name>`)."""
-    from prefect.blocks.core import Block
+    # lazy: serving's 5xx alarm sends alerts too, and the serving process loads no Prefect
+    from prefect.blocks.core import Block  # noqa: PLC0415
 
     try:
         # `_sync=True`: the hook may run inside an event loop, where Prefect would

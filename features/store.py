@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from features import focus, progress, questions, recommend
 from features.frames import SourceFrames, from_snapshot
@@ -34,8 +35,6 @@ TABLES = sorted(
 
 def frame_hash(frame: pd.DataFrame) -> str:
     """Order-independent hash of a feature table's rows."""
-    import pyarrow as pa
-
     hasher = ContentHasher()
     for batch in pa.Table.from_pandas(frame, preserve_index=False).to_batches():
         hasher.add(batch)

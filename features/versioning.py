@@ -20,15 +20,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from dvc.exceptions import DvcException
+from dvc.fs import LocalFileSystem
+from dvc.repo import Repo
+from dvc_data.hashfile import load
+from dvc_data.hashfile.build import build
+from dvc_data.hashfile.checkout import checkout
+from dvc_data.hashfile.db import HashFileDB
+from dvc_data.hashfile.hash_info import HashInfo
+from dvc_data.hashfile.transfer import transfer
+from dvc_data.hashfile.tree import Tree
 
 from core.config import PROJECT_ROOT
 from core.exceptions import DataVersionError
 from core.security import redact_url
-
-if TYPE_CHECKING:
-    from dvc.repo import Repo
-    from dvc_data.hashfile.db import HashFileDB
 
 # The name the remote of PREPIQ_DVC_REMOTE_URL gets in DVC's configuration (in memory only).
 OVERRIDE_REMOTE = "prepiq-env"
@@ -46,9 +52,7 @@ class PushedSnapshot:
 @contextmanager
 def _repo(repo_root: Path, remote_url: str | None = None) -> Iterator[Repo]:
     """The DVC repository at `repo_root`, with `remote_url` as its default remote when given."""
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-    from dvc.repo import Repo
-
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")  # read when a command runs, not on import
     config = None
     if remote_url:
         # A relative folder is taken from the working directory, as on the command line
@@ -68,8 +72,6 @@ def _remote_odb(repo: Repo, command: str) -> tuple[HashFileDB, str]:
 
 def dvc_hash(path: Path, repo_root: Path = PROJECT_ROOT) -> str:
     """The md5 DVC records for `path` (a directory hash ends in `.dir`)."""
-    from dvc_data.hashfile.build import build
-
     with _repo(repo_root) as repo:
         odb = repo.cache.local
         _, _, obj = build(odb, str(path.resolve()), odb.fs, "md5", dry_run=True)
@@ -82,11 +84,6 @@ def push_snapshot(
     """Copy the objects of the folder `path` that the remote lacks into it, and return
     the DVC hash of what was pushed. Raises `DataVersionError` naming the remote when the
     push fails (no remote configured, unreachable, not writable)."""
-    from dvc.exceptions import DvcException
-    from dvc.fs import LocalFileSystem
-    from dvc_data.hashfile.build import build
-    from dvc_data.hashfile.transfer import transfer
-
     where = remote_url or "the default DVC remote"
     try:
         with _repo(repo_root, remote_url) as repo:
@@ -116,10 +113,6 @@ def missing_objects(
 
 
 def _missing(odb: HashFileDB, data_version: str) -> list[str]:
-    from dvc_data.hashfile import load
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree
-
     try:
         tree = load(odb, HashInfo("md5", data_version))
     except FileNotFoundError:
@@ -137,12 +130,6 @@ def fetch_snapshot(
     or empty; one that already holds exactly this snapshot is kept as it is) and check
     the result against the hash. Returns the remote's URL. The local cache is not used:
     a scratch restore leaves nothing behind but `dest`."""
-    from dvc.exceptions import DvcException
-    from dvc.fs import LocalFileSystem
-    from dvc_data.hashfile import load
-    from dvc_data.hashfile.checkout import checkout
-    from dvc_data.hashfile.hash_info import HashInfo
-
     if not data_version.endswith(".dir"):
         raise DataVersionError(f"{data_version!r} is not the DVC hash of a snapshot folder")
     where = remote_url or "the default DVC remote"

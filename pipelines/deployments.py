@@ -20,6 +20,16 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+from prefect.exceptions import ObjectNotFound, ParameterTypeError, SignatureMismatchError
+from prefect.settings import PREFECT_API_URL
+from prefect.workers.process import ProcessWorker
+from pydantic import ValidationError
+
 from core.config import PROJECT_ROOT, get_settings, load_params, params_section
 from core.exceptions import ConfigError, PrepIQError
 
@@ -122,9 +132,6 @@ class ScheduleConfig:
 def schedule_configs(params: dict[str, Any]) -> dict[str, ScheduleConfig]:
     """Each deployment's schedule from params.yaml, validated (cron syntax, IANA time zone,
     parameters a mapping); a deployment without an entry runs only when triggered."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from pydantic import ValidationError
-
     section = params_section(params, "schedules", DEPLOYMENTS)
     configs = {}
     for name, entry in section.items():
@@ -166,8 +173,6 @@ def load_flow(spec: DeploymentSpec) -> Any:
 def check_parameters(spec: DeploymentSpec, flow: Any, parameters: dict[str, Any]) -> None:
     """The flow accepts these parameters (names and types), or a ConfigError naming the key
     (the server would store unknown ones and every run would then fail)."""
-    from prefect.exceptions import ParameterTypeError, SignatureMismatchError
-
     try:
         flow.validate_parameters(parameters)
     except (ParameterTypeError, SignatureMismatchError) as exc:
@@ -177,9 +182,6 @@ def check_parameters(spec: DeploymentSpec, flow: Any, parameters: dict[str, Any]
 
 def api_url() -> str:
     """The Prefect server's API URL, after checking it answers (one-line errors otherwise)."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
     url = PREFECT_API_URL.value()
     if not url:
         raise OrchestratorUnavailableError(
@@ -197,11 +199,6 @@ def api_url() -> str:
 
 def ensure_work_pool(name: str) -> bool:
     """Create the process work pool `name` unless it exists; returns whether it was created."""
-    from prefect import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
-    from prefect.workers.process import ProcessWorker
-
     with get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
@@ -247,9 +244,6 @@ def register(pool: str = DEFAULT_POOL, names: list[str] | None = None) -> list[R
     """Register the named deployments (default: every one whose flow exists) on the server
     at PREFECT_API_URL, creating the process work pool `pool` if missing. A deployment
     named explicitly whose flow is not written yet is an error; by default it is skipped."""
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.deployments.runner import RunnerDeployment
-
     specs = selected(names)
     configs = schedule_configs(load_params())
     flows = {spec.name: load_flow(spec) for spec in specs}

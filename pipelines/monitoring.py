@@ -31,10 +31,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 from scipy.stats import ks_2samp
 
 from core.config import get_settings, load_params, params_section
@@ -46,8 +52,11 @@ from features.snapshot import RAW_DIR, read_manifest
 from features.store import BUILDERS, FEATURES_DIR
 from features.store import TABLES as SNAPSHOT_TABLES
 from pipelines.alerts import alert_on_failure, send_alert
+from pipelines.train import train_flow
+from training import reports, tracking  # noqa: F401 (reports sets the Agg backend for the drift plots)
 from training.live import FeatureSet, QualityLimit
 from training.models import MODELS
+from training.runs import flat_metrics
 
 RETRAIN_MODES = ("auto", "deployment", "in-process")
 EPSILON = 1e-4  # floor of a bin's share in PSI, so an empty bin does not give infinity
@@ -314,10 +323,6 @@ def retraining_reasons(report: MonitoringReport, p: MonitoringParams) -> list[st
 
 def deployment_exists(name: str) -> bool:
     """Whether a Prefect server is configured and has the deployment `name`."""
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-    from prefect.settings import PREFECT_API_URL
-
     if not PREFECT_API_URL.value():
         return False
     with get_client(sync_client=True) as client:
@@ -339,8 +344,6 @@ def start_retraining(
     minutes) or the training flow in this process (a subflow of the monitoring run)."""
     models = list(p.retrain_models) or None
     if mode == "deployment" or (mode == "auto" and deployment_exists(p.retrain_deployment)):
-        from prefect.deployments import run_deployment
-
         parameters: dict[str, Any] = {"models": models, "trials": p.retrain_trials}
         run = run_deployment(  # a sync call here: it returns the FlowRun, not a coroutine
             p.retrain_deployment,
@@ -352,8 +355,6 @@ def start_retraining(
             "deployment": p.retrain_deployment,
             "flow_run": str(run.id),  # type: ignore[union-attr]
         }
-    from pipelines.train import train_flow
-
     result = train_flow(
         models=models,
         trials=p.retrain_trials,
@@ -409,11 +410,6 @@ def drift_plots(
 ) -> dict[str, Any]:
     """Per model: PSI of every feature against the threshold, and the reference and
     current distributions of its most shifted features."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = {}
     for model, drift in report.drift.items():
         if not drift["features"]:
@@ -446,12 +442,6 @@ def drift_plots(
 def log_to_mlflow(report: MonitoringReport, p: MonitoringParams, figures: dict[str, Any]) -> str:
     """One run in the monitoring experiment: the thresholds as params, the decision and
     its reasons as tags, drift and quality as metrics, the JSON report and the plots."""
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    from training import tracking
-    from training.runs import flat_metrics
-
     tracking.configure()
     mlflow.set_experiment(experiment_id=tracking.experiment(p.experiment))
     with mlflow.start_run(run_name=f"monitoring-{report.as_of[:16]}") as run:

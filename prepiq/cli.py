@@ -2,11 +2,15 @@
 
 Errors a user can act on (a bad value, an unreachable database, a URL of the wrong kind)
 print one line naming the problem and exit with code 2; no traceback reaches the user.
+
+Each command imports the layer it runs inside its function: `prepiq --help` and a
+mistyped option answer at once, without loading training, Prefect and MLflow.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,8 +21,8 @@ import typer
 # Typer 0.29 vendors click; its exceptions live here (pinned in requirements.lock).
 from typer._click import exceptions as click_exceptions
 
-from core.config import get_settings, load_params
-from core.exceptions import PrepIQError
+from core.config import PROJECT_ROOT, get_settings, load_params
+from core.exceptions import ConfigError, PrepIQError
 from core.logging import configure_logging, get_logger
 
 if TYPE_CHECKING:
@@ -265,7 +269,6 @@ def train(
     ] = True,
 ) -> None:
     """Ingest through the data gate, build features, tune, evaluate and register the models."""
-    from core.exceptions import ConfigError
     from pipelines.train import train_flow
     from training.models import MODELS
 
@@ -319,7 +322,6 @@ ModelOption = Annotated[
 
 def _model_keys(model: str) -> list[str]:
     """The models a `--model NAME|all` option names, in training order."""
-    from core.exceptions import ConfigError
     from training.models import MODELS
 
     if model != "all" and model not in MODELS:
@@ -328,7 +330,6 @@ def _model_keys(model: str) -> list[str]:
 
 
 def _one_model(model: str) -> str:
-    from core.exceptions import ConfigError
 
     if model == "all":
         raise ConfigError("--model: name one model here, not 'all'")
@@ -606,7 +607,6 @@ def holdout_pull(model: ModelOption = "all") -> None:
 @app.command()
 def validate() -> None:
     """Run the data gate again over the current snapshot (data/raw) and save its report."""
-    from core.exceptions import ConfigError
     from features.snapshot import RAW_DIR, read_manifest
     from features.validation import (
         GateSettings,
@@ -641,7 +641,6 @@ def features(
     ] = None,
 ) -> None:
     """Build the four models' feature tables from the current snapshot into data/features."""
-    from core.exceptions import ConfigError
     from features.snapshot import RAW_DIR, read_manifest
     from features.store import FEATURES_DIR, build_feature_tables
 
@@ -683,9 +682,6 @@ def serve(
     """Serve each model's champion, followed in the MLflow registry and fetched into the
     local BentoML store (the PrepIQ app's API; /readyz answers 200 once every required
     model is served)."""
-    import os
-
-    from core.config import PROJECT_ROOT
 
     typer.echo(f"PrepIQ serving on http://{host}:{port} (docs /docs.json); Ctrl+C stops it")
     command = [

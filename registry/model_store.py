@@ -12,7 +12,10 @@ of one host download a new champion once.
 
 The last aliases read from the registry are kept beside the store (`remember_aliases`),
 so a start while the registry is down serves the last known champions, not merely the
-newest entries."""
+newest entries.
+
+bentoml is imported inside the functions that use it: it reads BENTOML_HOME when first
+imported, and the settings set that only once a command or the service has started."""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from typing import Any
 
 from filelock import FileLock
 from mlflow import MlflowClient
+from mlflow.artifacts import download_artifacts, list_artifacts
 
 from core.exceptions import RegistryError
 from core.logging import get_logger
@@ -49,15 +53,15 @@ def store_name(key: str) -> str:
 
 def store_home() -> Path:
     """The BentoML home (BENTOML_HOME, set by the settings before bentoml is imported)."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.configuration.containers import BentoMLContainer  # noqa: PLC0415
 
     return Path(BentoMLContainer.bentoml_home.get())
 
 
 def entries(key: str, version: str | None = None) -> list[Any]:
     """The store entries of model `key` (of one MLflow `version` when given), newest first."""
-    import bentoml
-    from bentoml.exceptions import NotFound
+    import bentoml  # noqa: PLC0415
+    from bentoml.exceptions import NotFound  # noqa: PLC0415
 
     try:
         listed = bentoml.models.list(store_name(key))
@@ -105,8 +109,6 @@ def newest_intact(key: str, version: str | None = None) -> Any | None:
 def _registry_files(client: MlflowClient, source: str) -> dict[str, int]:
     """Relative path -> size of every file of a model version's artifacts, as the
     registry lists them."""
-    from mlflow.artifacts import list_artifacts
-
     files: dict[str, int] = {}
     pending = [""]
     while pending:
@@ -140,7 +142,7 @@ def fetch(client: MlflowClient, name: str, key: str, version: str) -> Any:
     """The newest intact store entry of `name` v`version`, downloaded from the registry
     and imported first when the store has none. Raises RegistryError naming the model and
     the version when the registry cannot give it whole."""
-    import bentoml
+    import bentoml  # noqa: PLC0415
 
     what = f"{name} v{version}"
     lock_dir = store_home() / "locks"
@@ -155,8 +157,6 @@ def fetch(client: MlflowClient, name: str, key: str, version: str) -> Any:
             expected = _registry_files(client, source)
             staging = Path(tempfile.mkdtemp(prefix=f"{store_name(key)}-", dir=store_home()))
             try:
-                from mlflow.artifacts import download_artifacts
-
                 local = Path(
                     download_artifacts(
                         artifact_uri=source,

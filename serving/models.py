@@ -27,8 +27,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import httpx
 import pandas as pd
 import torch
+from mlflow import MlflowClient
 
 from core.exceptions import ConfigError
 from core.logging import get_logger
@@ -118,8 +120,6 @@ def tracking_server_up(tracking_uri: str, timeout: float = REGISTRY_PROBE_SECOND
     would retry a dead server for minutes."""
     if not tracking_uri.startswith(("http://", "https://")):
         return True
-    import httpx
-
     try:
         return httpx.get(f"{tracking_uri.rstrip('/')}/health", timeout=timeout).is_success
     except httpx.HTTPError:
@@ -134,7 +134,7 @@ def load_model(
     client: Any | None = None,
 ) -> ServedModel:
     """A store entry, loaded, with its lineage from the registry when `client` is given."""
-    import bentoml
+    import bentoml  # noqa: PLC0415 (it reads BENTOML_HOME on import: after the settings apply)
 
     torch.set_num_threads(TORCH_THREADS)
     pyfunc = bentoml.mlflow.load_model(entry)
@@ -277,8 +277,6 @@ class ModelSet:
         error = "no answer to /health"
         if uri is None or tracking_server_up(uri):
             try:
-                from mlflow import MlflowClient
-
                 client = MlflowClient(tracking_uri=uri, registry_uri=uri)
                 aliases = all_aliases(client, names)
             except Exception as exc:  # any failure: the remembered aliases, said so

@@ -14,9 +14,11 @@ from typing import Any, TypeVar
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel
+from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
 from features import focus, progress, recommend
 from features.focus import FEATURE_COLUMNS
+from features.questions import rows_for_texts
 from serving import schemas
 from serving.errors import InvalidInputError, NotFoundError
 from serving.models import ServedModel
@@ -47,8 +49,6 @@ def fast_forest_pending(model: ServedModel) -> bool:
     """True while the model's forest has not been judged by `use_fast_forest` yet (False
     for a model that is no sklearn forest): the request path builds the check's rows only
     then, not on every request."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-
     forest = getattr(model.model, "estimator", None)
     return isinstance(forest, RandomForestClassifier | ExtraTreesClassifier) and not hasattr(
         forest, FAST_CHECKED
@@ -423,8 +423,6 @@ def _ranked_question(record: dict[Any, Any]) -> schemas.RankedQuestion:
 def given_texts(candidates: pd.DataFrame, texts: list[schemas.QuestionText]) -> pd.DataFrame:
     """Ranker rows for the given texts: `features.questions.rows_for_texts`, with a
     topic outside the subject refused (naming the field)."""
-    from features.questions import rows_for_texts
-
     known_topics = set(candidates["topic_id"].astype(int))
     for index, question in enumerate(texts):
         if question.topic_id not in known_topics:

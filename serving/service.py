@@ -34,7 +34,7 @@ import anyio  # noqa: E402
 import bentoml  # noqa: E402
 from bentoml._internal.context import server_context  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+from pydantic import BaseModel, ValidationError  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from starlette.responses import JSONResponse, Response  # noqa: E402
 
@@ -76,8 +76,6 @@ class ClientErrorFilter(logging.Filter):
     bury real errors."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from pydantic import ValidationError
-
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, ServingError):
             return exc.status >= 500

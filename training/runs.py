@@ -14,6 +14,7 @@ from typing import Any
 
 import mlflow
 import numpy as np
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from core.config import get_settings
@@ -197,8 +198,6 @@ def evaluate_registered(
     """Score a registered version (`models:/name@alias` or `models:/name/version`) on the
     hold-out of the context's snapshot next to the baselines, as training scored it; write
     the JSON and Markdown report to `out_dir`."""
-    from mlflow.exceptions import MlflowException
-
     tracking.configure()
     try:
         model = mlflow.pyfunc.load_model(model_uri)

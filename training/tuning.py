@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import mlflow
 import optuna
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from optuna.study import MaxTrialsCallback
 
 from core.config import get_settings
@@ -33,9 +35,6 @@ def resolve_storage(storage: str | None, workers: int, name: str) -> Any:
     if storage is None:
         if workers <= 1:
             return None
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
         folder = get_settings().home / "optuna"
         folder.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(folder / f"{name}.journal")))

@@ -18,6 +18,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from optuna.trial import FixedTrial
+from optuna_integration import PyTorchLightningPruningCallback  # type: ignore[import-untyped]
 from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -204,8 +206,6 @@ def refit(
 ) -> Forecaster:
     """The tuning winner (`best_params`, as Optuna gives them) fitted on every training
     example."""
-    from optuna.trial import FixedTrial  # lazy: optuna off the import of training.models
-
     return fit(train, suggest(FixedTrial(best_params), p), p, seed)
 
 
@@ -230,9 +230,6 @@ def time_ordered_folds(
 def objective(data: ForecastData, p: ProgressForecasterParams, seed: int) -> Callable[[Any], float]:
     """Mean MAE over horizons of the median forecast, over time-ordered folds grouped
     by student; the first fold's epochs feed the pruner."""
-    # lazy: optuna off the import of training.models
-    from optuna_integration import PyTorchLightningPruningCallback  # type: ignore[import-untyped]
-
     folds = time_ordered_folds(data.train, p, seed)
 
     def objective(trial: Any) -> float:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -29,6 +30,7 @@ from core.exceptions import HoldoutError
 from features.frames import SourceFrames, from_snapshot
 from features.progress import TABLES as PROGRESS_TABLES
 from features.progress import daily_sequences
+from training import reports
 from training.metrics import forecast_errors
 from training.progress_forecaster.data import SLICE_COLUMNS, Examples, ForecastData
 from training.progress_forecaster.inference import CARD, output_column, slope_growth
@@ -192,8 +194,6 @@ def evaluate(
     """A model's report next to the baselines: on the hold-out, in a rolling-origin
     backtest of the hold-out students, and (synthetic data) against the generator's
     true completion after the snapshot; and its Markdown tables."""
-    from training import reports  # lazy: matplotlib off the import of training.models
-
     cohort = CohortGrowth.fit(data.train)
     holdout = data.holdout
     report: dict[str, Any] = score(
@@ -256,10 +256,6 @@ def forecast_plots(
 ) -> list[Path]:
     """MAE per horizon (model and baselines), the backtest's MAE per origin, and the
     model's forecast against the completion reached at the longest horizon."""
-    import matplotlib.pyplot as plt  # lazy: matplotlib off the import of training.models
-
-    from training import reports  # noqa: F401  (sets the Agg backend before any figure)
-
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     width = 0.8 / len(methods)
     backtest = report["backtest"]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.frames import SourceFrames
+from training import tracking
 from training.live import LiveMonitoring
 from training.model_spec import ModelSpec, Outcome, TrainingContext
 from training.progress_forecaster import estimator, evaluation
@@ -89,8 +90,6 @@ class ProgressForecasterSpec(ModelSpec[ProgressForecasterParams, ForecastData]):
     ) -> Outcome:
         """Refit the winner on every training example and evaluate it, as logged, next
         to the baselines."""
-        from training import tracking  # lazy: MLflow's tracking off the import of the spec
-
         p = self.params(ctx)
         forecaster = estimator.refit(data.train, best_params, p, ctx.seed)
         model = ProgressForecasterPyfunc(forecaster, p.window_days)

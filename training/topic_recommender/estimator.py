@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from optuna.trial import FixedTrial
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.isotonic import IsotonicRegression
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
@@ -29,6 +30,7 @@ from training.topic_recommender.inference import (
     with_context,
 )
 from training.topic_recommender.params import TopicRecommenderParams
+from training.tuning import pruning_reporter
 
 LOG_SCALE = {"als_regularization", "als_alpha", "gb_learning_rate", "gb_leaf_nodes", "gb_l2"}
 INTEGERS = {"als_factors", "als_iterations", "gb_iterations", "gb_leaf_nodes", "gb_min_leaf"}
@@ -152,8 +154,6 @@ def objective(
     data: RecommenderData, p: TopicRecommenderParams, seed: int
 ) -> Callable[[Any], float]:
     """NDCG@k, out of fold over the training students (every training origin)."""
-    # lazy: optuna (through the tuning module) off the import of training.models
-    from training.tuning import pruning_reporter
 
     def score(trial: Any) -> float:
         hp = suggest(trial, p)
@@ -171,8 +171,6 @@ def chosen_hyperparameters(
     best_params: dict[str, Any], p: TopicRecommenderParams
 ) -> dict[str, Any]:
     """The winning trial's hyperparameters, as `suggest` gave them to the trial."""
-    from optuna.trial import FixedTrial  # lazy: optuna off the import of training.models
-
     return suggest(FixedTrial(best_params), p)
 
 

@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 from features.frames import SourceFrames, from_snapshot
 from features.recommend import TABLES as RECOMMEND_TABLES
 from features.recommend import candidate_topics
+from training import reports
 from training.metrics import binary_classification
 from training.slices import student_topic_slices
 from training.topic_recommender.data import LABEL, RecommenderData
@@ -170,8 +171,6 @@ def report_markdown(
 ) -> str:
     """The report's Markdown tables: every method on the source labels, then against the
     generator's truth when it was at hand."""
-    from training import reports  # lazy: matplotlib off the import of training.models
-
     columns = ["ndcg_5", f"ndcg_{p.top_k}", f"recall_{p.top_k}", "coverage", "brier", "ece"]
     markdown = reports.markdown_table(
         f"{CARD.name}: hold-out (other students, origin {data.holdout_origin:%Y-%m-%d}; "
@@ -217,8 +216,6 @@ def refit_report(
     methods = {k: v for k, v in report.items() if isinstance(v, dict) and "coverage" in v}
 
     def plots(folder: Path) -> object:
-        from training import reports  # lazy: matplotlib off the import of training.models
-
         return [
             *reports.metric_bars(
                 folder,

@@ -95,8 +95,8 @@ class CollaborativeFilter:
         cls, rows: pd.DataFrame, topics: np.ndarray, hp: dict[str, Any], seed: int
     ) -> CollaborativeFilter:
         """Fit ALS on the candidate rows of some students (their practice so far)."""
-        # lazy: implicit only fits; serving folds a student in with numpy
-        from implicit.cpu.als import AlternatingLeastSquares
+        # implicit only fits: serving folds a student in with numpy and never loads it
+        from implicit.cpu.als import AlternatingLeastSquares  # noqa: PLC0415
 
         practised = rows[rows["attempts"] > 0]
         users, user_pos = np.unique(practised["user_id"].to_numpy(), return_inverse=True)

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 import pandas as pd
 
 from features.frames import SourceFrames
+from training import tracking
 from training.live import LiveMonitoring
 from training.model_spec import ModelSpec, Outcome, TrainingContext
 from training.topic_recommender import estimator, evaluation
@@ -116,8 +117,6 @@ class TopicRecommenderSpec(ModelSpec[TopicRecommenderParams, RecommenderData]):
         """Refit the winner on every training student, calibrate its confidence on
         out-of-fold predictions, and evaluate it next to the baselines on the hold-out;
         also the same scorer without its collaborative part (an ablation, not a baseline)."""
-        from training import tracking  # lazy: MLflow's tracking off the import of the spec
-
         p = self.params(ctx)
         hp = estimator.chosen_hyperparameters(best_params, p)
         recommender, without_cf = estimator.refit(data, hp, p, ctx.seed)
