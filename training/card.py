@@ -4,7 +4,7 @@ and report a model without importing its training code."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import import_module
 
@@ -17,17 +17,17 @@ class ModelCard:
     higher_is_better: bool  # of the main metric
 
 
-def moved_classes(package: str, names: Iterable[str]) -> Callable[[str], object]:
+def moved_classes(package: str, moved: Mapping[str, str]) -> Callable[[str], object]:
     """The PEP 562 `__getattr__` of a model package whose classes once lived in the flat
-    module of the same name: a version registered before the split pickled its pyfunc (and
-    the classes its state holds) as `<package>.<Name>`, so those names resolve to the
-    package's `inference` module, where they live now, and such a version still loads.
-    Only `names`: nothing else of the old module is reachable this way."""
-    moved = frozenset(names)
+    module of the same name. Pickles made before the split name them `<package>.<Name>`:
+    a registered version's pyfunc (and the classes its state holds), and a frozen
+    hold-out's dataset. `moved` maps each such name to the package's module where it
+    lives now (`inference`, `data`), so those still load. Only those names: nothing else
+    of the old module is reachable this way."""
 
     def forward(name: str) -> object:
         if name not in moved:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(import_module(f"{package}.inference"), name)
+        return getattr(import_module(f"{package}.{moved[name]}"), name)
 
     return forward

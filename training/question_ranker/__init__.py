@@ -2,9 +2,12 @@
 
 from training.card import moved_classes
 
-# The classes a pickle of a version registered before the split names by this path.
-MOVED: tuple[str, ...] = (
-    "QuestionRankerPyfunc",
-    "FittedRanker",
-)
+# Class -> the module it lives in now, for pickles made before the split: a registered
+# version's pyfunc (`inference`) and a frozen hold-out's dataset (`data`).
+MOVED: dict[str, str] = {
+    "QuestionRankerPyfunc": "inference",
+    "FittedRanker": "inference",
+    "RankerData": "data",
+    "CutOff": "data",
+}
 __getattr__ = moved_classes(__name__, MOVED)

@@ -2,12 +2,14 @@
 
 from training.card import moved_classes
 
-# The classes a pickle of a version registered before the split names by this path.
-MOVED: tuple[str, ...] = (
-    "TopicRecommenderPyfunc",
-    "HybridRecommender",
-    "CollaborativeFilter",
-    "TwoStageScorer",
-    "MasteryRule",
-)
+# Class -> the module it lives in now, for pickles made before the split: a registered
+# version's pyfunc (`inference`) and a frozen hold-out's dataset (`data`).
+MOVED: dict[str, str] = {
+    "TopicRecommenderPyfunc": "inference",
+    "HybridRecommender": "inference",
+    "CollaborativeFilter": "inference",
+    "TwoStageScorer": "inference",
+    "MasteryRule": "inference",
+    "RecommenderData": "data",
+}
 __getattr__ = moved_classes(__name__, MOVED)

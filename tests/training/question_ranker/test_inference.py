@@ -138,4 +138,4 @@ def test_a_pickle_of_the_flat_module_still_loads() -> None:
         found = pickle.loads(f"ctraining.question_ranker\n{name}\n.".encode())
         assert found is getattr(inference, name)
     with pytest.raises(AttributeError):
-        training.question_ranker.RankerData  # noqa: B018  not forwarded: no pickle names it
+        training.question_ranker.make_dataset  # noqa: B018  not forwarded: no pickle names it
