@@ -9,7 +9,8 @@ are checked strictly, as JSON: "12" is not an integer and 1 is not a boolean.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,6 +29,30 @@ class SearchSpace(StrictSection):
 
     def ranges(self) -> dict[str, tuple[float, float]]:
         return {name: tuple(bounds) for name, bounds in self.model_dump().items()}
+
+    def draws(self, trial: Any, log_scale: Set[str]) -> Draws:
+        """An Optuna trial's draws from these ranges (a log scale for `log_scale`)."""
+        return Draws(trial, self.ranges(), log_scale)
+
+
+@dataclass(frozen=True)
+class Draws:
+    """One trial's values of the hyperparameters, each in its `search_space` range."""
+
+    trial: Any  # an optuna.Trial (or FixedTrial): this module imports no Optuna
+    ranges: Mapping[str, tuple[float, float]]
+    log_scale: Set[str]
+
+    def integer(self, name: str, step: int = 1) -> int:
+        low, high = self.ranges[name]
+        log = name in self.log_scale and step == 1  # Optuna takes no step on a log scale
+        return int(self.trial.suggest_int(name, int(low), int(high), step=step, log=log))
+
+    def real(self, name: str) -> float:
+        low, high = self.ranges[name]
+        return float(
+            self.trial.suggest_float(name, float(low), float(high), log=name in self.log_scale)
+        )
 
 
 class ModelParams(StrictSection):

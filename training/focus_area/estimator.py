@@ -70,20 +70,8 @@ LOG_SCALE = {
 def suggest(trial: Any, p: FocusAreaParams, seed: int) -> ClassifierMixin:
     """An Optuna trial's candidate: which family, and its hyperparameters (ranges from
     `params.yaml: focus_area.search_space`)."""
-    space = p.search_space.ranges()
-
-    def integer(name: str, step: int = 1) -> int:
-        low, high = space[name]
-        return int(
-            trial.suggest_int(
-                name, int(low), int(high), step=step, log=name in LOG_SCALE and step == 1
-            )
-        )
-
-    def real(name: str) -> float:
-        low, high = space[name]
-        return float(trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE))
-
+    draws = p.search_space.draws(trial, LOG_SCALE)
+    integer, real = draws.integer, draws.real
     family = trial.suggest_categorical("family", list(p.candidates))
     if family == "random_forest":
         return RandomForestClassifier(

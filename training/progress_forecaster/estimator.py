@@ -99,16 +99,8 @@ class Hyper:
 
 def suggest(trial: Any, p: ProgressForecasterParams) -> Hyper:
     """An Optuna trial's hyperparameters (ranges from `params.yaml`)."""
-    space = p.search_space.ranges()
-
-    def integer(name: str) -> int:
-        low, high = space[name]
-        return int(trial.suggest_int(name, int(low), int(high), log=name in LOG_SCALE))
-
-    def real(name: str) -> float:
-        low, high = space[name]
-        return float(trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE))
-
+    draws = p.search_space.draws(trial, LOG_SCALE)
+    integer, real = draws.integer, draws.real
     return Hyper(
         hidden_size=integer("hidden_size"),
         layers=integer("layers"),

@@ -45,16 +45,8 @@ class RankerConfig:
 
 def suggest(trial: Any, p: QuestionRankerParams, seed: int) -> RankerConfig:
     """An Optuna trial's configuration (ranges from `params.yaml: question_ranker`)."""
-    space = p.search_space.ranges()
-
-    def integer(name: str) -> int:
-        low, high = space[name]
-        return int(trial.suggest_int(name, int(low), int(high), log=name in LOG_SCALE))
-
-    def real(name: str) -> float:
-        low, high = space[name]
-        return float(trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE))
-
+    draws = p.search_space.draws(trial, LOG_SCALE)
+    integer, real = draws.integer, draws.real
     recent_years = integer("recent_years")
     components = integer("embedding_components")
     prior_weight = real("repeat_prior_weight")

@@ -96,15 +96,10 @@ def fit_scorer(
 def suggest(trial: Any, p: TopicRecommenderParams) -> dict[str, Any]:
     """An Optuna trial's hyperparameters (ranges from `params.yaml:
     topic_recommender.search_space`)."""
-    chosen: dict[str, Any] = {}
-    for name, (low, high) in p.search_space.ranges().items():
-        if name in INTEGERS:
-            chosen[name] = int(trial.suggest_int(name, int(low), int(high), log=name in LOG_SCALE))
-        else:
-            chosen[name] = float(
-                trial.suggest_float(name, float(low), float(high), log=name in LOG_SCALE)
-            )
-    return chosen
+    draws = p.search_space.draws(trial, LOG_SCALE)
+    return {
+        name: draws.integer(name) if name in INTEGERS else draws.real(name) for name in draws.ranges
+    }
 
 
 def out_of_fold(
