@@ -4,10 +4,7 @@ nothing of training."""
 
 from __future__ import annotations
 
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +16,10 @@ import training.focus_area
 from features.focus import topic_test_stats
 from features.frames import from_snapshot
 from features.store import TABLES
-from tests.import_probe import forbidden_for
+from tests.import_probe import forbidden_among, loaded_by
 from tests.training.focus_area.conftest import AS_OF
 from training.focus_area.inference import FocusAreaPyfunc, priority_ranks
 from training.model_spec import Outcome
-
-FORBIDDEN = forbidden_for("training.focus_area")
 
 
 def test_the_logged_model_predicts_suggestions_per_student(
@@ -72,20 +67,8 @@ def test_priorities_are_pandas_first_ranks_within_each_student(
 def test_the_inference_module_loads_nothing_of_training() -> None:
     """In a fresh interpreter, importing `training.focus_area.inference` leaves every
     forbidden module (and its submodules) out of `sys.modules`."""
-    code = (
-        "import sys, training.focus_area.inference\n"
-        f"forbidden = {FORBIDDEN!r}\n"
-        "print(sorted(m for m in sys.modules if any(m == f or m.startswith(f + '.') "
-        "for f in forbidden)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=dict(os.environ),
-    )
-    assert done.stdout.strip() == "[]", done.stdout
+    loaded = loaded_by("training.focus_area.inference")
+    assert forbidden_among(loaded, "training.focus_area") == []
 
 
 def test_a_version_pickled_by_the_flat_module_still_loads(outcome: Outcome) -> None:

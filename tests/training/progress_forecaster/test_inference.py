@@ -5,11 +5,7 @@ and a version pickled by the flat module's path still loads."""
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -20,7 +16,7 @@ from hypothesis import strategies as st
 import training.progress_forecaster
 from features.frames import SourceFrames
 from features.progress import SEQUENCE_COLUMNS, daily_sequences
-from tests.import_probe import forbidden_for
+from tests.import_probe import forbidden_among, loaded_by
 from tests.training.progress_forecaster.conftest import AS_OF, Trained
 from training.progress_forecaster import inference
 from training.progress_forecaster.data import ForecastData
@@ -30,8 +26,6 @@ from training.progress_forecaster.inference import (
     output_column,
     slope_growth,
 )
-
-FORBIDDEN = forbidden_for("training.progress_forecaster")
 
 
 def test_slope_from_the_first_record_ignores_a_newcomers_jump() -> None:
@@ -115,24 +109,8 @@ def test_the_network_never_lowers_a_forecast_for_more_study(seed: int, more: lis
 def test_importing_inference_loads_no_training_code() -> None:
     """In a fresh interpreter (this one has loaded everything): serving's import of the
     module stays off Lightning, Optuna and the training modules."""
-    script = (
-        "import json, sys, training.progress_forecaster.inference; "
-        "print(json.dumps(sorted(sys.modules)))"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=os.environ.copy(),
-        timeout=120,
-    )
-    loaded = set(json.loads(done.stdout))
-    assert "training.progress_forecaster.inference" in loaded
-    found = sorted(
-        name for name in loaded for bad in FORBIDDEN if name == bad or name.startswith(bad + ".")
-    )
-    assert found == []
+    loaded = loaded_by("training.progress_forecaster.inference")
+    assert forbidden_among(loaded, "training.progress_forecaster") == []
 
 
 def test_a_version_pickled_by_the_flat_module_path_still_loads(trained: Trained) -> None:
