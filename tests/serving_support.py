@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
@@ -28,10 +28,31 @@ from features.schema import ModelPrediction
 from synthetic.small_source import write_small_source_params
 from tests.conftest import END_DATE
 
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
 SECRET = "test-secret-" + "x" * 32
 SERVICE_KEY = "service-key-for-tests"
 ADMIN_KEY = "admin-key-for-tests"
 SCHEMA_TEST_KEY = "schema-test-key"  # a caller of its own, so its rate window is its own
+# The session has one in-process app (the `serving_app` fixture) and so one limiter
+# (memory://) for every module that calls it. Each module spends its budget there under
+# keys no other module uses (and the prediction log test's burst under one of its own),
+# so no module finds its per-minute window part-spent by whichever module ran before it.
+# (Each real `bentoml serve` counts in its own memory: SERVICE_KEY and ADMIN_KEY.)
+SERVICE_TEST_KEY = "service-test-key"  # tests/serving/test_service.py
+SERVICE_TEST_ADMIN_KEY = "service-test-admin-key"  # tests/serving/test_service.py
+PREDICTION_LOG_KEY = "prediction-log-key"  # test_service.py's prediction log test
+PROCESS_TEST_KEY = "process-test-key"  # tests/serving/test_service_process.py
+PROCESS_TEST_ADMIN_KEY = "process-test-admin-key"  # tests/serving/test_service_process.py
+SERVICE_KEYS = (
+    SERVICE_KEY,
+    SCHEMA_TEST_KEY,
+    SERVICE_TEST_KEY,
+    PREDICTION_LOG_KEY,
+    PROCESS_TEST_KEY,
+)
+ADMIN_KEYS = (ADMIN_KEY, SERVICE_TEST_ADMIN_KEY, PROCESS_TEST_ADMIN_KEY)
 RATE_LIMIT = 60  # per minute and caller
 ANONYMOUS_RATE_LIMIT = 30  # per minute and client address, for requests refused a 401
 MAX_BODY = 512 * 1024
@@ -61,8 +82,8 @@ def service_env(url: str) -> dict[str, str]:
     return {
         "PREPIQ_SOURCE_URL": url,
         "SUPABASE_JWT_SECRET": SECRET,
-        "PREPIQ_SERVING_API_KEYS": f"{SERVICE_KEY},{SCHEMA_TEST_KEY}",
-        "PREPIQ_SERVING_ADMIN_API_KEYS": ADMIN_KEY,
+        "PREPIQ_SERVING_API_KEYS": ",".join(SERVICE_KEYS),
+        "PREPIQ_SERVING_ADMIN_API_KEYS": ",".join(ADMIN_KEYS),
         "PREPIQ_SERVING_RATE_LIMIT": f"{RATE_LIMIT}/minute",
         "PREPIQ_SERVING_ANONYMOUS_RATE_LIMIT": f"{ANONYMOUS_RATE_LIMIT}/minute",
         # Exact at any instant: a test's burst that crosses a minute's edge is still
@@ -134,8 +155,8 @@ def as_user(user_id: str, **claims: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(user_id, **claims)}"}
 
 
-def as_service() -> dict[str, str]:
-    return {"X-API-Key": SERVICE_KEY}
+def as_service(key: str = SERVICE_KEY) -> dict[str, str]:
+    return {"X-API-Key": key}
 
 
 def admin_user() -> dict[str, str]:
@@ -144,8 +165,32 @@ def admin_user() -> dict[str, str]:
     return as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
 
 
-def as_admin() -> dict[str, str]:
-    return {"X-API-Key": ADMIN_KEY}
+def as_admin(key: str = ADMIN_KEY) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+@contextmanager
+def aliases_restored() -> Iterator[MlflowClient]:
+    """Puts back every model's registry aliases as they were, whatever the block moved
+    (aliases it added are deleted), so no test finds them where another left them."""
+    from mlflow import MlflowClient
+
+    from registry.aliases import all_aliases
+    from training.models import MODELS
+
+    client = MlflowClient()
+    names = {spec.name for spec in MODELS.values()}
+    before = all_aliases(client, names)
+    try:
+        yield client
+    finally:
+        now = all_aliases(client, names)
+        for name in names:
+            for alias in set(now.get(name, {})) - set(before.get(name, {})):
+                client.delete_registered_model_alias(name, alias)
+            for alias, version in before.get(name, {}).items():
+                if now.get(name, {}).get(alias) != version:
+                    client.set_registered_model_alias(name, alias, version)
 
 
 def assert_error(response: Any, status: int, field: str | None = None) -> dict[str, Any]:

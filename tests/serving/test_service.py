@@ -20,9 +20,11 @@ from starlette.testclient import TestClient
 from features.focus import FEATURE_COLUMNS
 from features.schema import ModelPrediction
 from tests.serving_support import (
-    ADMIN_KEY,
     MAX_BODY,
+    PREDICTION_LOG_KEY,
     RATE_LIMIT,
+    SERVICE_TEST_ADMIN_KEY,
+    SERVICE_TEST_KEY,
     as_admin,
     as_service,
     as_user,
@@ -31,14 +33,21 @@ from tests.serving_support import (
     token,
 )
 
-# The body-input tests call as a caller of their own (the admin key), so their requests
-# do not eat the service key's per-minute rate limit that the other tests share.
-BODY_CALLER = as_admin()
+# This module's callers have keys no other module uses: the session has one in-process
+# app, whose limiter counts every module's requests, so their per-minute windows are this
+# module's alone, whatever ran before it. The body-input tests call as the admin key, so
+# their requests do not eat the service key's window that the other tests here share.
+SERVICE = as_service(SERVICE_TEST_KEY)
+ADMIN = as_admin(SERVICE_TEST_ADMIN_KEY)
+BODY_CALLER = ADMIN
+# A client address of this module's own: its 401s count against no other module's
+# anonymous limit, nor theirs against its.
+CLIENT_ADDRESS = ("10.3.0.1", 50000)
 
 
 @pytest.fixture(scope="module")
 def client(serving_app: Any) -> Iterator[TestClient]:
-    with TestClient(serving_app) as test_client:
+    with TestClient(serving_app, client=CLIENT_ADDRESS) as test_client:
         yield test_client
 
 
@@ -95,7 +104,7 @@ def test_ranking_given_texts_keeps_a_known_questions_history(
     client: TestClient, student: str
 ) -> None:
     subject_questions = client.post(
-        "/api/v1/ml/rank/questions", json={"subject_id": 1, "top_k": 1}, headers=as_service()
+        "/api/v1/ml/rank/questions", json={"subject_id": 1, "top_k": 1}, headers=SERVICE
     ).json()["questions"]
     known = subject_questions[0]
     body = {
@@ -105,7 +114,7 @@ def test_ranking_given_texts_keeps_a_known_questions_history(
             {"text": "A question never set before about nothing", "topic_id": known["topic_id"]},
         ],
     }
-    answer = client.post("/api/v1/ml/rank/questions", json=body, headers=as_service())
+    answer = client.post("/api/v1/ml/rank/questions", json=body, headers=SERVICE)
     assert answer.status_code == 200, answer.text
     ranked = {q["text"]: q for q in answer.json()["questions"]}
     again = ranked[known["text"]]
@@ -123,11 +132,9 @@ def test_focus_areas_from_sent_inputs_match_those_built_from_the_source(
 
     built = OnlineFeatures(get_engine(served_models), 600).focus_inputs(student)
     topics = built[["topic_id", *FEATURE_COLUMNS]].to_dict("records")
-    sent = client.post(
-        "/api/v1/ml/predict/focus-areas", json={"topics": topics}, headers=as_service()
-    )
+    sent = client.post("/api/v1/ml/predict/focus-areas", json={"topics": topics}, headers=SERVICE)
     by_id = client.post(
-        "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+        "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=SERVICE
     )
     assert sent.status_code == by_id.status_code == 200, sent.text
     assert sent.json()["focus_areas"] == by_id.json()["focus_areas"]
@@ -224,9 +231,9 @@ def test_recommendations_from_sent_inputs_match_those_from_the_source(
 
 
 def test_models_status_reports_each_model_and_its_traffic(client: TestClient, student: str) -> None:
-    client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service())
+    client.post("/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=SERVICE)
     assert client.get("/readyz").status_code == 200
-    status = client.get("/api/v1/ml/models/status", headers=as_service())
+    status = client.get("/api/v1/ml/models/status", headers=SERVICE)
     assert status.status_code == 200, status.text
     body = status.json()
     assert body["ready"] is True
@@ -251,7 +258,7 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
     mounted FastAPI route gives (and its schema), only once the gateway let it through."""
     from serving.service import PrepIQService, StatusFastPath, views
 
-    fast = client.get("/api/v1/ml/models/status", headers=as_service())
+    fast = client.get("/api/v1/ml/models/status", headers=SERVICE)
     assert fast.status_code == 200 and fast.headers["x-request-id"]
     with TestClient(views) as direct:  # the FastAPI route itself, no gateway, no fast path
         routed = direct.get("/ml/models/status")
@@ -275,9 +282,7 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
 
 
 def test_request_id_is_echoed_and_docs_list_every_route(client: TestClient) -> None:
-    answer = client.get(
-        "/api/v1/ml/models/status", headers={**as_service(), "X-Request-ID": "abc-1"}
-    )
+    answer = client.get("/api/v1/ml/models/status", headers={**SERVICE, "X-Request-ID": "abc-1"})
     assert answer.headers["x-request-id"] == "abc-1"
     paths = set(client.get("/docs.json").json()["paths"])
     assert {
@@ -318,7 +323,7 @@ def test_a_student_reads_only_their_own_rows(client: TestClient, student: str) -
     assert_error(client.get(f"/api/v1/users/{student}/predictions", headers=other), 403, "user_id")
     # Services and admins read anyone's.
     admin = as_user(str(uuid.uuid4()), app_metadata={"role": "admin"})
-    for headers in (as_service(), admin):
+    for headers in (SERVICE, admin):
         answer = client.post(
             "/api/v1/ml/predict/progress", json={"user_id": student}, headers=headers
         )
@@ -327,8 +332,8 @@ def test_a_student_reads_only_their_own_rows(client: TestClient, student: str) -
 
 def test_reload_is_for_admins_only(client: TestClient, student: str) -> None:
     assert_error(client.post("/api/v1/ml/models/reload", headers=as_user(student)), 403)
-    assert_error(client.post("/api/v1/ml/models/reload", headers=as_service()), 403)
-    answer = client.post("/api/v1/ml/models/reload", headers={"X-API-Key": ADMIN_KEY})
+    assert_error(client.post("/api/v1/ml/models/reload", headers=SERVICE), 403)
+    answer = client.post("/api/v1/ml/models/reload", headers=ADMIN)
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"reloaded": {}}  # the store has nothing newer
 
@@ -344,7 +349,7 @@ def test_a_caller_over_the_rate_limit_gets_429_with_retry_after(client: TestClie
     assert_error(limited, 429)
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     # Another caller is not affected.
-    assert client.get("/api/v1/ml/models/status", headers=as_service()).status_code == 200
+    assert client.get("/api/v1/ml/models/status", headers=SERVICE).status_code == 200
 
 
 # -- bad input ---------------------------------------------------------------------------
@@ -410,7 +415,7 @@ def focus_row(**changes: Any) -> dict[str, Any]:
 def test_bad_input_gets_4xx_naming_the_field(
     client: TestClient, route: str, body: dict[str, Any], status: int, field: str | None
 ) -> None:
-    assert_error(client.post(route, json=body, headers=as_service()), status, field)
+    assert_error(client.post(route, json=body, headers=SERVICE), status, field)
 
 
 @pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
@@ -419,24 +424,24 @@ def test_non_finite_numbers_are_refused(client: TestClient, number: float) -> No
     answer = client.post(
         "/api/v1/ml/predict/focus-areas",
         content=body,
-        headers={**as_service(), "Content-Type": "application/json"},
+        headers={**SERVICE, "Content-Type": "application/json"},
     )
     assert_error(answer, 400, "topics.0.seconds_per_mark")
 
 
 def test_malformed_oversized_and_misrouted_requests(client: TestClient) -> None:
-    json_headers = {**as_service(), "Content-Type": "application/json"}
+    json_headers = {**SERVICE, "Content-Type": "application/json"}
     assert_error(
         client.post("/api/v1/ml/predict/progress", content=b'{"user_id": ', headers=json_headers),
         400,
     )
     big = b'{"user_id": "' + b"a" * MAX_BODY + b'"}'
     assert_error(client.post("/api/v1/ml/predict/progress", content=big, headers=json_headers), 413)
-    assert_error(client.get("/api/v1/ml/no-such-route", headers=as_service()), 404)
+    assert_error(client.get("/api/v1/ml/no-such-route", headers=SERVICE), 404)
     assert_error(
-        client.get("/api/v1/users/not%20an%20id/dashboard", headers=as_service()), 404, "user_id"
+        client.get("/api/v1/users/not%20an%20id/dashboard", headers=SERVICE), 404, "user_id"
     )
-    assert_error(client.get("/api/v1/ml/predict/progress", headers=as_service()), 405)
+    assert_error(client.get("/api/v1/ml/predict/progress", headers=SERVICE), 405)
 
 
 def test_topic_stats_schema_is_the_focus_builders_columns() -> None:
@@ -461,7 +466,7 @@ def test_every_prediction_is_logged_without_waiting_for_the_database(
         answer = client.post(
             "/api/v1/ml/predict/focus-areas",
             json={"user_id": student},
-            headers={**as_service(), "X-Request-ID": request_id},
+            headers={**as_service(PREDICTION_LOG_KEY), "X-Request-ID": request_id},
         )
         assert answer.status_code == 200, answer.text
     table = ModelPrediction.__table__

@@ -14,7 +14,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +38,13 @@ from core.config import get_settings
 from core.exceptions import ConfigError
 from core.net import free_port
 from registry import model_store
-from registry.aliases import all_aliases
 from tests.serving_support import (
+    PROCESS_TEST_ADMIN_KEY,
+    PROCESS_TEST_KEY,
     SCHEMA_TEST_KEY,
     ServingRun,
     admin_user,
+    aliases_restored,
     as_admin,
     as_service,
     as_user,
@@ -58,6 +59,11 @@ from training.models import MODELS
 
 FOCUS = "focus-area"
 SHUTDOWN_TIMEOUT_S = 60.0
+# The in-process tests' callers: keys no other module uses, so the session's one in-process
+# app (one limiter) gives them rate windows of their own, whatever module ran before.
+# (A real `bentoml serve` counts in its own memory: those tests call with the shared keys.)
+IN_PROCESS_SERVICE = as_service(PROCESS_TEST_KEY)
+IN_PROCESS_ADMIN = as_admin(PROCESS_TEST_ADMIN_KEY)
 
 
 # -- a real `bentoml serve` process --------------------------------------------------------
@@ -387,25 +393,26 @@ def test_docs_state_the_one_of_rule_and_the_nulls_answered(api_schema: Any) -> N
 
 
 @pytest.fixture(scope="module")
-def second_focus_version(serving_run: ServingRun, service: Any) -> str:
+def second_focus_version(serving_run: ServingRun, service: Any) -> Iterator[str]:
     """A second focus-area version, trained on the run's snapshot (registered, marked
-    challenger, not yet in the serving store)."""
-    train(serving_run, [FOCUS], ingest=False)
-    version = MlflowClient().get_model_version_by_alias(MODELS[FOCUS].name, "challenger")
-    assert version.version != "1"
-    return str(version.version)
+    challenger, not yet in the serving store). Training it moves `challenger` off v1: the
+    registry's aliases are put back as they were after this module."""
+    with aliases_restored() as client:
+        train(serving_run, [FOCUS], ingest=False)
+        version = client.get_model_version_by_alias(MODELS[FOCUS].name, "challenger")
+        assert version.version != "1"
+        yield str(version.version)
 
 
 def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
     serving_app: Any, student: str, second_focus_version: str
 ) -> None:
     name = MODELS[FOCUS].name
-    client = MlflowClient()
     answers: list[tuple[int, str | None]] = []
     answered_at: list[float] = []
     stop = threading.Event()
 
-    with TestClient(serving_app) as http:
+    with aliases_restored() as client, TestClient(serving_app) as http:
 
         def load() -> None:
             while not stop.is_set():
@@ -424,7 +431,7 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
                 assert time.monotonic() < deadline, answers[-5:]
                 time.sleep(0.05)
 
-        before = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+        before = http.get("/api/v1/ml/models/status", headers=IN_PROCESS_SERVICE).json()
         assert {m["key"]: m["version"] for m in before["models"]}[FOCUS] == "1"
         worker = threading.Thread(target=load, name="focus-load")
         worker.start()
@@ -434,7 +441,7 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
             # from the registry into the store and swaps it in.
             make_champion(FOCUS, second_focus_version)
             reload_started = time.perf_counter()
-            reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            reload = http.post("/api/v1/ml/models/reload", headers=IN_PROCESS_ADMIN)
             reload_ended = time.perf_counter()
             assert reload.status_code == 200, reload.text
             tag = reload.json()["reloaded"][FOCUS]
@@ -443,9 +450,8 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
         finally:
             stop.set()
             worker.join(timeout=60)
-            make_champion(FOCUS, "1")
 
-        status = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+        status = http.get("/api/v1/ml/models/status", headers=IN_PROCESS_SERVICE).json()
     assert [code for code, _ in answers if code != 200] == []
     # Requests were answered on both sides of the reload (how many land inside the reload
     # itself depends on the machine's speed, so it is not asserted).
@@ -467,23 +473,6 @@ def test_a_reload_under_load_serves_the_new_champion_without_a_failed_request(
 # -- per-model readiness, failed reloads ----------------------------------------------------
 
 
-@contextmanager
-def champions_restored() -> Iterator[MlflowClient]:
-    """Puts back every model's aliases as they were, whatever the test moved."""
-    client = MlflowClient()
-    names = {spec.name for spec in MODELS.values()}
-    before = all_aliases(client, names)
-    try:
-        yield client
-    finally:
-        for name in names:
-            now = all_aliases(client, names).get(name, {})
-            for alias in set(now) - set(before.get(name, {})):
-                client.delete_registered_model_alias(name, alias)
-            for alias, version in before.get(name, {}).items():
-                client.set_registered_model_alias(name, alias, version)
-
-
 def unloadable_version(client: MlflowClient, key: str, tmp_path: Path) -> str:
     """A registered version of `key` whose artifacts do not exist (a broken upload)."""
     name = MODELS[key].name
@@ -499,16 +488,16 @@ def test_each_model_is_ready_on_its_own_and_a_failed_reload_says_so(
     each model's state; a reload whose champion cannot be fetched is a 503 naming the
     model and why, and the model keeps the version it served."""
     ranker = MODELS["question-ranker"].name
-    with champions_restored() as client, TestClient(serving_app) as http:
+    with aliases_restored() as client, TestClient(serving_app) as http:
         client.delete_registered_model_alias(ranker, "champion")
-        http.post("/api/v1/ml/models/reload", headers=as_admin())  # the ranker stays served
+        http.post("/api/v1/ml/models/reload", headers=IN_PROCESS_ADMIN)  # the ranker stays served
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
         states = {m["key"]: m for m in ready.json()["models"]}
         assert states["question-ranker"]["state"] == "serving"
         assert "no champion in the registry" in states["question-ranker"]["reason"]
 
-    with champions_restored() as client:
+    with aliases_restored() as client:
         client.delete_registered_model_alias(ranker, "champion")
         with TestClient(serving_app) as http:  # a start with no ranker champion
             ready = http.get("/readyz")
@@ -520,23 +509,25 @@ def test_each_model_is_ready_on_its_own_and_a_failed_reload_says_so(
             assert states["question-ranker"]["version"] is None
             assert {states[k]["state"] for k in MODELS if k != "question-ranker"} == {"serving"}
             ranked = http.post(
-                "/api/v1/ml/rank/questions", json={"subject_id": 1}, headers=as_service()
+                "/api/v1/ml/rank/questions", json={"subject_id": 1}, headers=IN_PROCESS_SERVICE
             )
             assert_error(ranked, 503)
             assert "question-ranker" in ranked.json()["error"]
             assert "no champion" in ranked.json()["error"]
             assert ranked.headers["retry-after"]
             focus = http.post(
-                "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+                "/api/v1/ml/predict/focus-areas",
+                json={"user_id": student},
+                headers=IN_PROCESS_SERVICE,
             )
             assert focus.status_code == 200, focus.text
-            status = http.get("/api/v1/ml/models/status", headers=as_service()).json()
+            status = http.get("/api/v1/ml/models/status", headers=IN_PROCESS_SERVICE).json()
             assert status["ready"] is False and status["process_id"] == os.getpid()
             assert "question-ranker" not in {m["key"] for m in status["models"]}
 
             # The champion comes back: a reload serves it, and the service is ready.
             client.set_registered_model_alias(ranker, "champion", "1")
-            reload = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            reload = http.post("/api/v1/ml/models/reload", headers=IN_PROCESS_ADMIN)
             assert reload.status_code == 200, reload.text
             assert list(reload.json()["reloaded"]) == ["question-ranker"]
             assert http.get("/readyz").status_code == 200
@@ -544,12 +535,14 @@ def test_each_model_is_ready_on_its_own_and_a_failed_reload_says_so(
             # A champion whose artifacts cannot be had: 503 naming it, v1 still serves.
             broken = unloadable_version(client, FOCUS, tmp_path)
             client.set_registered_model_alias(MODELS[FOCUS].name, "champion", broken)
-            failed = http.post("/api/v1/ml/models/reload", headers=as_admin())
+            failed = http.post("/api/v1/ml/models/reload", headers=IN_PROCESS_ADMIN)
             assert_error(failed, 503)
             assert failed.json()["code"] == "reload_failed"
             assert f"{FOCUS}: champion v{broken}" in failed.json()["error"]
             focus = http.post(
-                "/api/v1/ml/predict/focus-areas", json={"user_id": student}, headers=as_service()
+                "/api/v1/ml/predict/focus-areas",
+                json={"user_id": student},
+                headers=IN_PROCESS_SERVICE,
             )
             assert focus.status_code == 200 and focus.json()["model"]["version"] == "1"
             ready = http.get("/readyz").json()
@@ -579,7 +572,7 @@ def test_serving_takes_an_intact_entry_of_the_champion_and_falls_back_when_it_mu
 
     tracking_uri = get_settings().resolved_tracking_uri
     name = MODELS[FOCUS].name
-    with champions_restored() as client:
+    with aliases_restored() as client:
         # A newer entry that is not the champion (fetched, alias never moved) is not served.
         newest = fetch_to_store(FOCUS, second_focus_version)
         models = ModelSet(tracking_uri)
