@@ -43,6 +43,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from scipy.stats import ks_2samp
 
+import training.reports  # noqa: F401 (sets matplotlib's Agg backend before the drift plots)
 from core.config import get_settings, load_params, params_section
 from core.database import get_engine
 from core.exceptions import ConfigError, PrepIQError
@@ -53,7 +54,7 @@ from features.store import BUILDERS, FEATURES_DIR
 from features.store import TABLES as SNAPSHOT_TABLES
 from pipelines.alerts import alert_on_failure, send_alert
 from pipelines.train import train_flow
-from training import reports, tracking  # noqa: F401 (reports sets the Agg backend for the drift plots)
+from training import tracking
 from training.live import FeatureSet, QualityLimit
 from training.models import MODELS
 from training.runs import flat_metrics

@@ -43,6 +43,7 @@ SCHEMA_TEST_KEY = "schema-test-key"  # a caller of its own, so its rate window i
 SERVICE_TEST_KEY = "service-test-key"  # tests/serving/test_service.py
 SERVICE_TEST_ADMIN_KEY = "service-test-admin-key"  # tests/serving/test_service.py
 PREDICTION_LOG_KEY = "prediction-log-key"  # test_service.py's prediction log test
+BAD_INPUT_KEY = "bad-input-key"  # test_service.py's bad-input tests (23 requests)
 PROCESS_TEST_KEY = "process-test-key"  # tests/serving/test_service_process.py
 PROCESS_TEST_ADMIN_KEY = "process-test-admin-key"  # tests/serving/test_service_process.py
 SERVICE_KEYS = (
@@ -50,6 +51,7 @@ SERVICE_KEYS = (
     SCHEMA_TEST_KEY,
     SERVICE_TEST_KEY,
     PREDICTION_LOG_KEY,
+    BAD_INPUT_KEY,
     PROCESS_TEST_KEY,
 )
 ADMIN_KEYS = (ADMIN_KEY, SERVICE_TEST_ADMIN_KEY, PROCESS_TEST_ADMIN_KEY)
@@ -176,10 +178,10 @@ def aliases_restored() -> Iterator[MlflowClient]:
     from mlflow import MlflowClient
 
     from registry.aliases import all_aliases
-    from training.models import MODELS
+    from training.catalog import cards
 
     client = MlflowClient()
-    names = {spec.name for spec in MODELS.values()}
+    names = {card.name for card in cards().values()}
     before = all_aliases(client, names)
     try:
         yield client
