@@ -75,8 +75,11 @@ class SourceFrames:
                 keep = values <= moment.date()
             cut[name] = frame.loc[keep.to_numpy()].reset_index(drop=True)
         if "questions" in cut and "past_papers" in cut:
+            # A paper's questions once it was sat; a question written for the app (no
+            # paper) is there all along.
             sat = set(cut["past_papers"]["id"])
-            cut["questions"] = cut["questions"][cut["questions"]["paper_id"].isin(sat)].reset_index(
+            paper = cut["questions"]["paper_id"]
+            cut["questions"] = cut["questions"][paper.isna() | paper.isin(sat)].reset_index(
                 drop=True
             )
         return SourceFrames(cut)

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.sql.type_api import TypeEngine
 
 from core.database import check_connection
@@ -44,10 +44,40 @@ def current_revision(engine: Engine) -> str | None:
 def _migrate(engine: Engine, step: Callable[[Config, str], None], revision: str) -> str | None:
     check_connection(engine)
     config = _config()
-    with engine.begin() as conn:  # one transaction: a failed migration changes nothing
-        config.attributes["connection"] = conn
-        step(config, revision)
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # SQLite changes a column by rebuilding its table, which drops a referenced
+            # table for a moment: foreign keys are off during the migration (the pragma
+            # only takes effect outside a transaction) and checked once at its end.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()
+        with conn.begin():  # one transaction: a failed migration changes nothing
+            if sqlite:
+                _begin_sqlite(conn)
+            config.attributes["connection"] = conn
+            step(config, revision)
+            if sqlite:
+                _require_keys(conn)
     return current_revision(engine)
+
+
+def _begin_sqlite(conn: Connection) -> None:
+    """Open SQLite's transaction now: the sqlite3 driver opens one only before a DML
+    statement, so a migration's first DDL would otherwise commit on its own."""
+    raw = conn.connection.dbapi_connection
+    if raw is not None and not raw.in_transaction:
+        raw.execute("BEGIN")
+
+
+def _require_keys(conn: Connection) -> None:
+    """Refuse (rolling the migration back) if it left a row whose parent is missing."""
+    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        tables = sorted({str(row[0]) for row in broken})
+        raise ContractError(
+            f"migration left {len(broken)} row(s) without their parent row in {tables}"
+        )
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:

@@ -95,8 +95,11 @@ def topic_content(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     questions = frames["questions"]
     papers = frames["past_papers"]
     per_topic = questions.groupby("topic_id").agg(mean_difficulty=("difficulty", "mean"))
-    # Share of a subject's papers that asked the topic at least once.
-    asked = questions[["topic_id", "paper_id"]].drop_duplicates().groupby("topic_id").size()
+    # Share of a subject's papers that asked the topic at least once (questions not from
+    # a paper count for none).
+    asked = (
+        questions[["topic_id", "paper_id"]].dropna().drop_duplicates().groupby("topic_id").size()
+    )
     papers_per_subject = papers.groupby("subject_id").size()
     ratings = frames["question_ratings"].merge(
         questions[["id", "topic_id"]].rename(columns={"id": "question_id"}), on="question_id"

@@ -186,18 +186,20 @@ class PastPaper(Base):
 
 
 class Question(Base):
-    """A question of a past paper, tagged with its topic; `difficulty` is the app's 1-5."""
+    """A question, tagged with its topic, from a past paper or (paper null) written for the
+    app; `difficulty` is the app's 1-5."""
 
     __tablename__ = "questions"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, comment="Question id.")
-    paper_id: Mapped[int] = mapped_column(
-        ForeignKey("past_papers.id"), nullable=False, comment="Past paper the question appeared in."
+    paper_id: Mapped[int | None] = mapped_column(
+        ForeignKey("past_papers.id"),
+        comment="Past paper the question appeared in; null for a question not from a paper.",
     )
     topic_id: Mapped[int] = mapped_column(
         ForeignKey("topics.id"), nullable=False, comment="Syllabus topic the question tests."
     )
-    question_number: Mapped[int] = mapped_column(
-        SmallInteger, nullable=False, comment="Number of the question within its paper."
+    question_number: Mapped[int | None] = mapped_column(
+        SmallInteger, comment="Number of the question within its paper; null without a paper."
     )
     text: Mapped[str] = mapped_column(Text, nullable=False, comment="Question text as printed.")
     marks: Mapped[int] = mapped_column(
@@ -293,8 +295,8 @@ class TestAnswer(Base):
     is_correct: Mapped[bool] = mapped_column(
         Boolean, nullable=False, comment="Whether the answer was right."
     )
-    time_taken_seconds: Mapped[float] = mapped_column(
-        Float, nullable=False, comment="Seconds spent on the question (> 0)."
+    time_taken_seconds: Mapped[float | None] = mapped_column(
+        Float, comment="Seconds spent on the question (> 0); null when the app does not time it."
     )
     answered_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, comment="When the answer was submitted."

@@ -209,7 +209,13 @@ def suite_for(
     else:
         suite.add_expectation(E.ExpectCompoundColumnsToBeUnique(column_list=keys))
     for unique in UNIQUE_TOGETHER.get(spec.name, []):
-        suite.add_expectation(E.ExpectCompoundColumnsToBeUnique(column_list=unique))
+        # As the database's UNIQUE does: a row with a null in the key (a question not
+        # from a paper) clashes with nothing.
+        suite.add_expectation(
+            E.ExpectCompoundColumnsToBeUnique(
+                column_list=unique, ignore_row_if="any_value_is_missing"
+            )
+        )
     for (name, column_name), (low, high) in RANGES.items():
         if name == spec.name:
             suite.add_expectation(

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from sqlalchemy import JSON, Boolean, Date, DateTime, Engine, Table
 from sqlalchemy.sql.type_api import TypeEngine
 
@@ -21,20 +22,34 @@ Column = np.ndarray | Sequence[Any]
 SQLITE_CACHE_KIB = 512 * 1024
 
 
-def _to_python(values: Column, sql_type: TypeEngine[Any], postgres: bool) -> list[Any]:
-    """Convert one column to the Python values the driver takes."""
+def _with_nulls(text: np.ndarray, missing: np.ndarray) -> list[Any]:
+    """The values as a list, None where `missing`: numpy spells a missing time as the
+    text 'NaT', which a database would store (SQLite) or refuse (PostgreSQL)."""
+    out: list[Any] = text.tolist()
+    for i in np.flatnonzero(missing):
+        out[i] = None
+    return out
+
+
+def to_driver_values(values: Column, sql_type: TypeEngine[Any], postgres: bool) -> list[Any]:
+    """Convert one column to the Python values the driver takes; a missing value (NaT,
+    NaN, None, pandas' NA) becomes None, which both drivers write as NULL."""
     if isinstance(sql_type, DateTime):
-        text = np.datetime_as_string(np.asarray(values, dtype="datetime64[us]"), unit="us")
+        moments = np.asarray(values, dtype="datetime64[us]")
+        text = np.datetime_as_string(moments, unit="us")
         text = np.char.add(text, "+00:00") if postgres else np.char.replace(text, "T", " ")
-        return text.tolist()
+        return _with_nulls(text, np.isnat(moments))
     if isinstance(sql_type, Date):
-        return np.datetime_as_string(np.asarray(values, dtype="datetime64[D]")).tolist()
+        days = np.asarray(values, dtype="datetime64[D]")
+        return _with_nulls(np.datetime_as_string(days), np.isnat(days))
     if isinstance(sql_type, JSON):
         return [json.dumps(v) for v in values]
-    if isinstance(values, np.ndarray):
-        converted: list[Any] = values.tolist()
+    array = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+    # Only floats and objects can hold a missing value (NaN, None, pandas' NA).
+    if array.dtype.kind in "fO":
+        converted = _with_nulls(array, np.asarray(pd.isna(array)))
     else:
-        converted = list(values)
+        converted = array.tolist()
     if isinstance(sql_type, Boolean) and not postgres:
         return [None if v is None else int(v) for v in converted]
     return converted
@@ -52,7 +67,7 @@ class BulkLoader:
         """Insert the rows given column by column; returns how many."""
         table: Table = Base.metadata.tables[table_name]
         names = list(columns)
-        values = [_to_python(columns[n], table.c[n].type, self._postgres) for n in names]
+        values = [to_driver_values(columns[n], table.c[n].type, self._postgres) for n in names]
         n_rows = len(values[0]) if values else 0
         if n_rows == 0:
             return 0

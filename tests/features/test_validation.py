@@ -78,6 +78,28 @@ def test_nulls_in_a_key_are_stopped(clean_snapshot: Path, tmp_path: Path) -> Non
         enforce(report)
 
 
+def test_untimed_answers_and_questions_without_a_paper_pass(
+    clean_snapshot: Path, tmp_path: Path
+) -> None:
+    """What real apps lack is allowed: no time on an answer, no paper behind a question
+    (several such questions with the same number do not clash on the (paper, number)
+    key: a null in a key clashes with nothing, as in the database)."""
+
+    def untimed(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[frame.index[::3], "time_taken_seconds"] = None
+        return frame
+
+    def paperless(frame: pd.DataFrame) -> pd.DataFrame:
+        frame.loc[frame.index[:5], "paper_id"] = None
+        frame.loc[frame.index[:5], "question_number"] = 1
+        return frame
+
+    answers = corrupt(clean_snapshot, tmp_path / "a", "test_answers", untimed)
+    both = corrupt(answers, tmp_path / "b", "questions", paperless)
+    report = gate(both)
+    assert report.success, report.summary()
+
+
 def test_out_of_range_values_are_stopped(clean_snapshot: Path, tmp_path: Path) -> None:
     def impossible_score(frame: pd.DataFrame) -> pd.DataFrame:
         frame.loc[frame.index[:10], "score_percent"] = 150.0

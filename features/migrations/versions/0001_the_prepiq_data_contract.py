@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
+from features.contract_triggers import sqlite_touch_trigger
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -51,7 +53,6 @@ TRACKED_TABLES = (
     "user_preferences",
     "question_ratings",
 )
-PRIMARY_KEYS = {"user_subjects": ("user_id", "subject_id"), "user_preferences": ("user_id",)}
 
 
 def _create_updated_at_triggers() -> None:
@@ -73,16 +74,7 @@ def _create_updated_at_triggers() -> None:
             )
         return
     for table in TRACKED_TABLES:
-        keys = PRIMARY_KEYS.get(table, ("id",))
-        match = " AND ".join(f"{k} = NEW.{k}" for k in keys)
-        # Only when the statement left updated_at alone, so explicit values stand and the
-        # trigger's own UPDATE does not fire it again.
-        op.execute(
-            f"CREATE TRIGGER {table}_touch_updated_at AFTER UPDATE ON {table} "
-            f"FOR EACH ROW WHEN NEW.updated_at = OLD.updated_at BEGIN "
-            f"UPDATE {table} SET updated_at = strftime('%Y-%m-%d %H:%M:%f000', 'now') "
-            f"WHERE {match}; END"
-        )
+        op.execute(sqlite_touch_trigger(table))
 
 
 def _drop_updated_at_triggers() -> None:
