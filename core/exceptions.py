@@ -51,6 +51,11 @@ class HoldoutError(PrepIQError):
     """A frozen hold-out is missing, unreadable or changed since it was frozen."""
 
 
+class HoldoutTooSmallError(PrepIQError):
+    """A model's hold-out is smaller than its `min_holdout` in params.yaml: names the
+    model, the size and the knobs that change it."""
+
+
 class ArchiveError(PrepIQError):
     """Archiving stopped: the archive and the table disagree about a batch (names the file
     and the id range), or another archive run holds the lock."""

@@ -61,6 +61,9 @@ class ModelParams(StrictSection):
     SECTION: ClassVar[str]  # the section's name in params.yaml, e.g. focus_area
 
     trials: int  # Optuna trials per training run
+    # The smallest hold-out the evaluation accepts, in the model's own unit
+    # (`ModelSpec.holdout_size`): below it the run stops rather than report noise.
+    min_holdout: int
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Self:

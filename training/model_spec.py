@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar, cast
 import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 
+from core.exceptions import HoldoutTooSmallError
 from features.frames import SourceFrames, from_snapshot
 from features.store import TABLES
 from training.card import ModelCard
@@ -99,6 +100,16 @@ class Outcome:
         return name, scores[name]
 
 
+@dataclass(frozen=True)
+class HoldoutSize:
+    """How big a prepared hold-out is, in the model's unit (`unit`, plural), and the
+    params.yaml knobs that change it."""
+
+    count: int
+    unit: str
+    knobs: tuple[str, ...]
+
+
 P = TypeVar("P", bound=ModelParams)
 D = TypeVar("D")
 Predict = Callable[[pd.DataFrame], pd.DataFrame]
@@ -147,9 +158,32 @@ class ModelSpec(ABC, Generic[P, D]):
     def default_trials(self, ctx: TrainingContext) -> int:
         return self.params(ctx).trials
 
-    @abstractmethod
     def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> D:
+        """The dataset (training students and the hold-out) built from the snapshot,
+        refused when its hold-out is below the model's `min_holdout` (HoldoutTooSmallError):
+        a metric on a handful of examples would pass for a result."""
+        data = self.build(ctx, frames)
+        size = self.holdout_size(data)
+        minimum = self.params(ctx).min_holdout
+        if size.count < minimum:
+            section = self.params_type.SECTION
+            knobs = ", ".join(f"{section}.{knob}" for knob in size.knobs)
+            raise HoldoutTooSmallError(
+                f"{self.key}: the hold-out has {size.count} {size.unit}, fewer than "
+                f"{section}.min_holdout = {minimum} in params.yaml. Change {knobs} to "
+                f"hold out more, or train on more data; lower {section}.min_holdout only "
+                "if a metric on fewer is good enough."
+            )
+        return data
+
+    @abstractmethod
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> D:
         """The dataset (training students and the hold-out) built from the snapshot."""
+
+    @abstractmethod
+    def holdout_size(self, data: D) -> HoldoutSize:
+        """How many of the model's units (students, pairs, ranked lists) the hold-out of
+        `data` scores, and the knobs that change it."""
 
     @abstractmethod
     def objective(self, ctx: TrainingContext, data: D) -> Callable[[Any], float]:

@@ -13,7 +13,7 @@ from features.frames import SourceFrames
 from training.card import ModelCard
 from training.live import DriftOnly, FeatureSet, LiveMonitoring
 from training.model_params import ModelParams
-from training.model_spec import ModelSpec, Outcome, Predict, TrainingContext
+from training.model_spec import HoldoutSize, ModelSpec, Outcome, Predict, TrainingContext
 
 CARD = ModelCard(key="stub", name="prepiq-stub", main_metric="f1", higher_is_better=True)
 
@@ -43,8 +43,11 @@ class StubSpec(ModelSpec[StubParams, pd.DataFrame]):
         self.behaviour = {"probe": (True, "fine")} if behaviour is None else behaviour
         self.samples = [] if samples is None else samples
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> pd.DataFrame:
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> pd.DataFrame:
         return pd.DataFrame()
+
+    def holdout_size(self, data: pd.DataFrame) -> HoldoutSize:
+        return HoldoutSize(len(data), "rows", ())
 
     def objective(self, ctx: TrainingContext, data: pd.DataFrame) -> Callable[[Any], float]:
         return lambda trial: 0.0

@@ -58,7 +58,8 @@ def test_a_spec_without_its_card_fails_at_class_creation() -> None:
 
 def test_the_hooks_are_the_ones_the_gate_reproduce_and_monitoring_call() -> None:
     assert set(HOOKS) == {
-        "prepare",
+        "build",
+        "holdout_size",
         "objective",
         "finish",
         "evaluate",

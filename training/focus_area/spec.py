@@ -25,7 +25,7 @@ from training.focus_area.monitoring import MONITORING
 from training.focus_area.params import FocusAreaParams
 from training.live import LiveMonitoring
 from training.metrics import binary_classification
-from training.model_spec import ModelSpec, Outcome, Predict, TrainingContext
+from training.model_spec import HoldoutSize, ModelSpec, Outcome, Predict, TrainingContext
 from training.tuning import pruning_reporter
 
 
@@ -36,8 +36,16 @@ class FocusAreaSpec(ModelSpec[FocusAreaParams, FocusAreaData]):
     params_type = FocusAreaParams
     direction = "maximize"
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> FocusAreaData:
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> FocusAreaData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), ctx.seed)
+
+    def holdout_size(self, data: FocusAreaData) -> HoldoutSize:
+        """Labelled (student, topic) pairs at the hold-out origin."""
+        return HoldoutSize(
+            len(data.holdout),
+            "labelled student-topic pairs",
+            ("holdout_fraction", "label_window_days", "min_label_answers"),
+        )
 
     def objective(self, ctx: TrainingContext, data: FocusAreaData) -> Callable[[Any], float]:
         """PR-AUC of the weak class, out of fold over the training students."""

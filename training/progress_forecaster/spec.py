@@ -19,7 +19,7 @@ import pandas as pd
 from features.frames import SourceFrames
 from training import tracking
 from training.live import LiveMonitoring
-from training.model_spec import ModelSpec, Outcome, TrainingContext
+from training.model_spec import HoldoutSize, ModelSpec, Outcome, TrainingContext
 from training.progress_forecaster import estimator, evaluation
 from training.progress_forecaster.data import ForecastData, make_dataset
 from training.progress_forecaster.inference import CARD, ProgressForecasterPyfunc
@@ -36,8 +36,16 @@ class ProgressForecasterSpec(ModelSpec[ProgressForecasterParams, ForecastData]):
     params_type = ProgressForecasterParams
     direction: ClassVar[Literal["minimize", "maximize"]] = "minimize"
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> ForecastData:
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> ForecastData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), ctx.seed)
+
+    def holdout_size(self, data: ForecastData) -> HoldoutSize:
+        """Hold-out students forecast at the hold-out origin."""
+        return HoldoutSize(
+            len(np.unique(data.holdout.user_id)),
+            "students",
+            ("holdout_fraction", "horizons_days"),
+        )
 
     def objective(self, ctx: TrainingContext, data: ForecastData) -> Callable[[Any], float]:
         """Mean MAE over horizons of the median forecast, over time-ordered folds grouped

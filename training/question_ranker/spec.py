@@ -44,7 +44,7 @@ from features.questions import CANDIDATE_COLUMNS
 from features.text import ENCODER_NAME, load_encoder
 from training import tracking
 from training.live import LiveMonitoring
-from training.model_spec import ModelSpec, Outcome, Predict, TrainingContext
+from training.model_spec import HoldoutSize, ModelSpec, Outcome, Predict, TrainingContext
 from training.question_ranker import estimator, evaluation
 from training.question_ranker.data import RankerData, make_dataset
 from training.question_ranker.inference import CARD, REQUIREMENTS, QuestionRankerPyfunc
@@ -59,8 +59,14 @@ class QuestionRankerSpec(ModelSpec[QuestionRankerParams, RankerData]):
     params_type = QuestionRankerParams
     direction: ClassVar[Literal["minimize", "maximize"]] = "maximize"
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> RankerData:
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> RankerData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), load_encoder())
+
+    def holdout_size(self, data: RankerData) -> HoldoutSize:
+        """Ranked lists (one per hold-out year and subject with a paper that year)."""
+        tests = [c for c in data.cutoffs if c.year in set(data.test_years)]
+        lists = sum(int(c.candidates["subject_id"].nunique()) for c in tests)
+        return HoldoutSize(lists, "ranked lists (year, subject)", ("holdout_years",))
 
     def objective(self, ctx: TrainingContext, data: RankerData) -> Callable[[Any], float]:
         """Mean NDCG@k over the validation cut-offs (`estimator.objective`)."""

@@ -41,9 +41,14 @@ import pandas as pd
 from features.frames import SourceFrames
 from training import tracking
 from training.live import LiveMonitoring
-from training.model_spec import ModelSpec, Outcome, TrainingContext
+from training.model_spec import HoldoutSize, ModelSpec, Outcome, TrainingContext
 from training.topic_recommender import estimator, evaluation
-from training.topic_recommender.data import RecommenderData, candidate_example, make_dataset
+from training.topic_recommender.data import (
+    LABEL,
+    RecommenderData,
+    candidate_example,
+    make_dataset,
+)
 from training.topic_recommender.inference import CARD, TopicRecommenderPyfunc
 from training.topic_recommender.monitoring import MONITORING
 from training.topic_recommender.params import TopicRecommenderParams
@@ -58,8 +63,18 @@ class TopicRecommenderSpec(ModelSpec[TopicRecommenderParams, RecommenderData]):
     params_type = TopicRecommenderParams
     direction: ClassVar[Literal["minimize", "maximize"]] = "maximize"
 
-    def prepare(self, ctx: TrainingContext, frames: SourceFrames) -> RecommenderData:
+    def build(self, ctx: TrainingContext, frames: SourceFrames) -> RecommenderData:
         return make_dataset(frames, ctx.as_of, self.params(ctx), ctx.seed)
+
+    def holdout_size(self, data: RecommenderData) -> HoldoutSize:
+        """Hold-out students with at least one relevant topic (NDCG is averaged over
+        them)."""
+        relevant = data.holdout.loc[data.holdout[LABEL] > 0, "user_id"]
+        return HoldoutSize(
+            int(relevant.nunique()),
+            "students with a relevant topic",
+            ("holdout_fraction", "label_window_days", "min_window_answers", "min_improvement"),
+        )
 
     def objective(self, ctx: TrainingContext, data: RecommenderData) -> Callable[[Any], float]:
         """NDCG@k, out of fold over the training students (every training origin)."""

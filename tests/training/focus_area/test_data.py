@@ -25,6 +25,7 @@ from training.focus_area.data import (
     with_answers_on_topic,
 )
 from training.focus_area.params import FocusAreaParams
+from training.focus_area.spec import SPEC
 from training.splits import group_folds, holdout_students
 
 PARAMS = FocusAreaParams.from_params(load_params(PROJECT_ROOT / "params.yaml")).replaced(
@@ -176,3 +177,9 @@ def test_history_features_follow_the_students_answers(frames: SourceFrames) -> N
     assert 0 < rows[True]["recency_weighted_accuracy"] < 1
     assert 0 < busy["answers_per_week"] <= busy["attempts"]
     assert stats[HISTORY_FEATURES].notna().all().all()
+
+
+def test_holdout_size_counts_the_labelled_pairs(dataset: FocusAreaData) -> None:
+    size = SPEC.holdout_size(dataset)
+    assert size.count == len(dataset.holdout.drop_duplicates(["user_id", "topic_id"]))
+    assert size.unit == "labelled student-topic pairs"

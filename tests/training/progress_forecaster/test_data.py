@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from features.frames import SourceFrames
-from tests.training.progress_forecaster.conftest import AS_OF
+from tests.training.progress_forecaster.conftest import AS_OF, Trained
 from training.progress_forecaster.data import ForecastData, examples_at
 from training.progress_forecaster.params import ProgressForecasterParams
+from training.progress_forecaster.spec import SPEC
 
 
 def test_completion_never_falls_in_the_source(frames: SourceFrames) -> None:
@@ -77,3 +78,10 @@ def test_features_read_nothing_after_the_origin(
     # Labels do read the future: 100 wherever a record follows the origin in the horizon.
     assert ((rewritten.target == 100.0) | (rewritten.target == original.target)).all()
     assert (rewritten.target != original.target).mean() > 0.5
+
+
+def test_holdout_size_is_what_the_evaluation_scores(
+    dataset: ForecastData, trained: Trained
+) -> None:
+    """The students `min_holdout` counts are the ones the hold-out report scores."""
+    assert SPEC.holdout_size(dataset).count == trained.outcome.report["model"]["n"] > 0

@@ -7,7 +7,9 @@ import pandas as pd
 
 from features.frames import SourceFrames
 from features.questions import past_questions, question_history
+from training.model_spec import Outcome
 from training.question_ranker.data import RankerData, cutoff_moment
+from training.question_ranker.spec import SPEC
 
 
 def test_labels_are_the_next_years_paper(frames: SourceFrames, data: RankerData) -> None:
@@ -70,3 +72,10 @@ def test_text_similarities_leave_the_candidate_itself_out(data: RankerData) -> N
     assert (similar["embedding_recent_similarity"] > 0).all()
     unknown = recent.head(1).assign(subject_id=999)
     assert (reference.similarities(unknown, vectors[:1]).to_numpy() == 0).all()
+
+
+def test_holdout_size_is_what_the_evaluation_scores(
+    data: RankerData, outcome: tuple[Outcome, float]
+) -> None:
+    """The lists `min_holdout` counts are the ones the hold-out report ranks."""
+    assert SPEC.holdout_size(data).count == outcome[0].report["model"]["lists"] > 0

@@ -13,8 +13,10 @@ from features.focus import answer_table
 from features.frames import SourceFrames
 from features.recommend import CANDIDATE_COLUMNS, candidate_topics
 from tests.training.topic_recommender.conftest import AS_OF
+from training.model_spec import Outcome
 from training.topic_recommender.data import LABEL, RecommenderData
 from training.topic_recommender.params import TopicRecommenderParams
+from training.topic_recommender.spec import SPEC
 
 
 def test_labels_are_later_practice_that_improved(
@@ -96,3 +98,10 @@ def test_a_student_who_never_answered_gets_unpractised_candidates(frames: Source
         assert (mine["practised"] == 0).all() and (mine["attempts"] == 0).all()
         assert mine["accuracy"].isna().all() and mine["subject_accuracy"].isna().all()
         assert all(dtype == np.float64 for dtype in candidates[list(CANDIDATE_COLUMNS)].dtypes)
+
+
+def test_holdout_size_is_what_the_evaluation_scores(
+    dataset: RecommenderData, outcome: Outcome
+) -> None:
+    """The students `min_holdout` counts are the ones NDCG is averaged over."""
+    assert SPEC.holdout_size(dataset).count == outcome.report["model"]["groups"] > 0
