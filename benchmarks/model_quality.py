@@ -56,9 +56,22 @@ def target_met(model: str, report: dict[str, Any]) -> dict[str, Any]:
         uplift = mine["ndcg_10"] / baselines[best]["ndcg_10"] - 1
         return {"best_baseline": best, "uplift": round(uplift, 4), "met": uplift >= 0.10}
     if model == "focus-area":
-        beats = all(mine["f1"] > b["f1"] for b in baselines.values())
-        met = mine["accuracy"] >= 0.85 and mine["f1"] >= 0.85 and mine["roc_auc"] >= 0.90
-        return {"beats_both_baselines_f1": beats, "met": bool(met and beats)}
+        # Issue 17's target (the F1 >= 0.85 one of the training issue is retired): gap
+        # closed >= 0.5 on F1, F1 and PR-AUC above both baselines, accuracy >= 0.85 and
+        # ROC-AUC >= 0.90. The paired bootstrap against each baseline is not computed yet,
+        # so "beats" is on the point estimates only.
+        gap = report.get("gap_closed", {}).get("f1")
+        beats = all(
+            mine["f1"] > b["f1"] and mine["pr_auc"] > b["pr_auc"] for b in baselines.values()
+        )
+        met = (
+            gap is not None
+            and gap["value"] >= 0.5
+            and mine["accuracy"] >= 0.85
+            and mine["roc_auc"] >= 0.90
+            and beats
+        )
+        return {"gap_closed_f1": gap, "beats_both_baselines_f1_pr_auc": beats, "met": bool(met)}
     return {}
 
 

@@ -40,7 +40,11 @@ from training.models import training_context
 from training.runs import PARAMS_ARTIFACT, evaluate_registered, flat_metrics
 
 PREFIX = "holdout"  # the metrics a training run logs from its hold-out report
-TRUTH_PREFIX = f"{PREFIX}.against_truth."  # scored against the generator's truth, if present
+# Sections computed from the generator's truth, if present: scores against it, and the
+# oracle of the same label with the gap the model closes towards it.
+TRUTH_PREFIXES = tuple(
+    f"{PREFIX}.{section}." for section in ("against_truth", "oracle", "gap_closed")
+)
 DEFAULT_TOLERANCE = 1e-6  # relative: a loaded model must score what the in-memory one did
 REPORT = "reproduction.json"
 NAMED_FAILURES = 5  # the one-line verdict names this many; the table has them all
@@ -169,7 +173,7 @@ def compare(
             status = "not logged"
         elif not any(name == scope or name.startswith(f"{scope}.") for scope in scopes):
             status = "training only"
-        elif name.startswith(TRUTH_PREFIX) and not truth_available:
+        elif name.startswith(TRUTH_PREFIXES) and not truth_available:
             status = "skipped"
         else:
             status = "missing"

@@ -90,6 +90,8 @@ def test_every_metric_of_either_side_is_judged() -> None:
         "holdout.model.brier": 0.0,
         "holdout.model.n": 120.0,
         "holdout.against_truth.model.f1": 0.9,
+        "holdout.oracle.f1": 0.95,
+        "holdout.gap_closed.f1.value": 0.4,
     }
     reproduced = {
         "holdout.model.f1": 0.8 * (1 + 1e-9),  # float noise passes
@@ -103,12 +105,16 @@ def test_every_metric_of_either_side_is_judged() -> None:
         "holdout.model.n": "missing",
         "holdout.model.ece": "not logged",
         "holdout.against_truth.model.f1": "skipped",  # no truth folder on this machine
+        "holdout.oracle.f1": "skipped",  # the oracle and the gap come from the truth too
+        "holdout.gap_closed.f1.value": "skipped",
     }
     with_truth = compare(logged, reproduced, truth_available=True)
     assert {c.name for c in with_truth if c.failed} == {
         "holdout.model.n",
         "holdout.model.ece",
         "holdout.against_truth.model.f1",
+        "holdout.oracle.f1",
+        "holdout.gap_closed.f1.value",
     }
     assert compare({"holdout.model.f1": 0.8}, {"holdout.model.f1": 0.8001})[0].status == "differs"
 

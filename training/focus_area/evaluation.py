@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 from sklearn.base import ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -24,6 +25,7 @@ from training.focus_area.data import LABEL, FocusAreaData, with_answers_on_topic
 from training.focus_area.estimator import best_threshold, out_of_fold
 from training.focus_area.inference import CARD, INPUT_COLUMNS
 from training.focus_area.params import FocusAreaParams
+from training.gap import gap_closed
 from training.metrics import binary_classification
 from training.model_spec import Predict
 from training.slices import student_topic_slices
@@ -107,7 +109,61 @@ def evaluate(
                 np.clip(0.5 + p.weak_threshold - later, 0.0, 1.0),
                 decisions=y[keep].astype(bool),
             )
+            if p.label_basis == "raw":  # the oracle below is the raw label's
+                report |= with_oracle(scored, y, keep, on_truth, holdout, p, seed)
     return report
+
+
+def oracle_weak_probability(on_truth: pd.DataFrame, p: FocusAreaParams) -> np.ndarray:
+    """The chance the label comes out weak given the student's true state at the origin:
+    P(k/n < weak_threshold) for k right answers out of the n the window held, each right
+    with the generator's expected accuracy on the topic. No model can know more about
+    the label from the past (what is left is the luck of the questions drawn)."""
+    n = on_truth["later_answers"].to_numpy(dtype=float)
+    most_right = np.ceil(p.weak_threshold * n) - 1  # k < threshold * n
+    return np.asarray(
+        binom.cdf(most_right, n, on_truth["expected_accuracy"].to_numpy(dtype=float)),
+        dtype=float,
+    )
+
+
+def with_oracle(
+    scored: dict[str, tuple[np.ndarray, np.ndarray]],
+    y: np.ndarray,
+    keep: np.ndarray,
+    on_truth: pd.DataFrame,
+    holdout: pd.DataFrame,
+    p: FocusAreaParams,
+    seed: int,
+) -> dict[str, Any]:
+    """The oracle's metrics on the label (its F1-best cut chosen on the hold-out itself:
+    an upper bound, so gap closed errs low) and the F1 gap the model closes."""
+    truth_y = y[keep].astype(bool)
+    oracle = oracle_weak_probability(on_truth, p)
+    oracle_weak = oracle >= best_threshold(truth_y.astype(int), oracle)
+    decisions = {name: decided[keep].astype(bool) for name, (_, decided) in scored.items()}
+    decisions["oracle"] = oracle_weak
+
+    def f1_by_method(rows: np.ndarray) -> dict[str, float]:
+        return {name: _f1(truth_y[rows], weak[rows]) for name, weak in decisions.items()}
+
+    gap = gap_closed(
+        holdout["user_id"].to_numpy()[keep],
+        f1_by_method,
+        [name for name in scored if name.startswith("baseline_")],
+        seed=seed,
+    )
+    return {
+        "oracle": binary_classification(truth_y, oracle, decisions=oracle_weak),
+        "gap_closed": {"f1": gap.report()},
+    }
+
+
+def _f1(y: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of the positive class (0 when nothing is either), as sklearn's with
+    zero_division=0, fast enough for a thousand bootstrap draws."""
+    both = int(y.sum() + predicted.sum())
+    return 2.0 * float((y & predicted).sum()) / both if both else 0.0
 
 
 def truth_at(truth_dir: Path, moment: datetime) -> pd.DataFrame | None:
@@ -116,12 +172,14 @@ def truth_at(truth_dir: Path, moment: datetime) -> pd.DataFrame | None:
     path = truth_dir / "mastery.parquet"
     if not path.exists():
         return None
-    mastery = pd.read_parquet(path, columns=["user_id", "topic_id", "as_of", "is_weak"])
+    mastery = pd.read_parquet(
+        path, columns=["user_id", "topic_id", "as_of", "is_weak", "expected_accuracy"]
+    )
     dates = pd.to_datetime(mastery["as_of"])
     eligible = dates[dates <= pd.Timestamp(moment.date())]
     if eligible.empty:
         return None
-    return mastery[dates == eligible.max()][["user_id", "topic_id", "is_weak"]]
+    return mastery[dates == eligible.max()][["user_id", "topic_id", "is_weak", "expected_accuracy"]]
 
 
 def report_with_markdown(
@@ -136,9 +194,16 @@ def report_with_markdown(
     report = evaluate(predict, data, p, seed, truth)
     markdown = reports.markdown_table(
         f"{CARD.name}: hold-out (other students, origin {data.holdout_origin:%Y-%m-%d})",
-        {k: v for k, v in report.items() if k != "against_truth"},
+        {k: v for k, v in report.items() if k not in ("against_truth", "gap_closed")},
         COLUMNS,
     )
+    if "gap_closed" in report:
+        f1 = report["gap_closed"]["f1"]
+        markdown += (
+            f"\nGap closed on F1 (model - best baseline) / (oracle - best baseline): "
+            f"{f1['value']:.3f} (95% interval over students {f1['low']:.3f} to "
+            f"{f1['high']:.3f}).\n"
+        )
     if "against_truth" in report:
         markdown += "\n" + reports.markdown_table(
             "against the generator's true weak topics", report["against_truth"], COLUMNS

@@ -37,7 +37,7 @@ def small_params() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="package")
-def context(clean_snapshot: Path) -> TrainingContext:
+def context(clean_snapshot: Path, seeded_sqlite: tuple[Any, Path]) -> TrainingContext:
     return TrainingContext(
         snapshot_dir=clean_snapshot,
         data_dir=clean_snapshot.parent,
@@ -45,6 +45,7 @@ def context(clean_snapshot: Path) -> TrainingContext:
         params=small_params(),
         seed=42,
         trials=1,
+        truth_dir=seeded_sqlite[1],  # the generator's truth: the oracle and gap closed
     )
 
 
