@@ -52,9 +52,22 @@ def target_met(model: str, report: dict[str, Any]) -> dict[str, Any]:
     mine = report["model"]
     baselines = {k: v for k, v in report.items() if k.startswith("baseline_")}
     if model == "topic-recommender":
+        # Issue 17's target is against the truth: NDCG@10 at least +10% over every
+        # baseline (the label's uplift is reported beside it, to hold today's level).
         best = max(baselines, key=lambda k: baselines[k]["ndcg_10"])
         uplift = mine["ndcg_10"] / baselines[best]["ndcg_10"] - 1
-        return {"best_baseline": best, "uplift": round(uplift, 4), "met": uplift >= 0.10}
+        out: dict[str, Any] = {"best_baseline": best, "uplift": round(uplift, 4)}
+        truth = {k: v for k, v in report.get("against_truth", {}).items() if k != "oracle"}
+        if not truth:
+            return out | {"met": None}
+        truth_best = max((k for k in truth if k != "model"), key=lambda k: truth[k]["ndcg_10"])
+        truth_uplift = truth["model"]["ndcg_10"] / truth[truth_best]["ndcg_10"] - 1
+        return out | {
+            "truth_best_baseline": truth_best,
+            "truth_uplift": round(truth_uplift, 4),
+            "gap_closed": report.get("gap_closed", {}).get("ndcg_10_against_truth"),
+            "met": truth_uplift >= 0.10,
+        }
     if model == "focus-area":
         # Issue 17's target (the F1 >= 0.85 one of the training issue is retired): gap
         # closed >= 0.5 on F1, F1 and PR-AUC above both baselines, accuracy >= 0.85 and

@@ -55,9 +55,23 @@ def ranking_metrics(
     groups: np.ndarray, score: np.ndarray, relevance: np.ndarray, k: int
 ) -> dict[str, float]:
     """Mean NDCG@k and recall@k over the groups (e.g. students) that have any relevant
-    item. Each group's items are ranked by `score`, highest first; an item scored -inf is
-    not recommended (it never enters a top k). `relevance` may be graded (recall counts
-    items with relevance > 0)."""
+    item (`ranking_by_group`), and how many groups that is."""
+    by_group = ranking_by_group(groups, score, relevance, k)
+    empty = by_group.empty
+    return {
+        f"ndcg_{k}": float("nan") if empty else float(by_group["ndcg"].mean()),
+        f"recall_{k}": float("nan") if empty else float(by_group["recall"].mean()),
+        "groups": float(len(by_group)),
+    }
+
+
+def ranking_by_group(
+    groups: np.ndarray, score: np.ndarray, relevance: np.ndarray, k: int
+) -> pd.DataFrame:
+    """NDCG@k and recall@k of each group (e.g. student) that has any relevant item,
+    indexed by group. Each group's items are ranked by `score`, highest first; an item
+    scored -inf is not recommended (it never enters a top k). `relevance` may be graded
+    (recall counts items with relevance > 0)."""
     frame = pd.DataFrame(
         {"group": groups, "score": score, "relevance": np.asarray(relevance, dtype=float)}
     )
@@ -78,13 +92,9 @@ def ranking_metrics(
     )
     relevant = by_group["hit"].sum()
     scored = relevant[relevant > 0].index
-    return {
-        f"ndcg_{k}": float((dcg[scored] / idcg[scored]).mean()) if len(scored) else float("nan"),
-        f"recall_{k}": float((found[scored] / relevant[scored]).mean())
-        if len(scored)
-        else float("nan"),
-        "groups": float(len(scored)),
-    }
+    return pd.DataFrame(
+        {"ndcg": dcg[scored] / idcg[scored], "recall": found[scored] / relevant[scored]}
+    )
 
 
 def precision_at_k(groups: np.ndarray, score: np.ndarray, relevant: np.ndarray, k: int) -> float:

@@ -15,7 +15,7 @@ from sklearn.isotonic import IsotonicRegression
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
 from core.exceptions import SourceDataError
-from training.metrics import ranking_metrics
+from training.metrics import ranking_by_group, ranking_metrics
 from training.splits import group_folds
 from training.topic_recommender.data import LABEL, RecommenderData, label_parts
 from training.topic_recommender.inference import (
@@ -134,15 +134,31 @@ def rank_quality(
 ) -> dict[str, float]:
     """NDCG@5, NDCG@k and recall@k per (student, origin), mastered topics left out of
     the ranking; relevance defaults to the label."""
-    groups = (rows["user_id"] + "@" + rows["origin"].astype(str)).to_numpy()
-    rule = MasteryRule(p.mastery_min_attempts, p.mastery_accuracy)
-    shown = np.where(rule.applies(rows), -np.inf, score)
-    relevant = rows[LABEL].to_numpy() if relevance is None else relevance
+    groups, shown, relevant = _ranked(rows, score, p, relevance)
     metrics = ranking_metrics(groups, shown, relevant, p.top_k)
     five = ranking_metrics(groups, shown, relevant, 5)
     # NDCG@10 always: it is the main metric the promotion gate compares, whatever top_k.
     ten = metrics if p.top_k == 10 else ranking_metrics(groups, shown, relevant, 10)
     return {"ndcg_5": five["ndcg_5"], "ndcg_10": ten["ndcg_10"], **metrics}
+
+
+def ndcg_by_student(
+    rows: pd.DataFrame, score: np.ndarray, p: TopicRecommenderParams, relevance: np.ndarray
+) -> pd.Series:
+    """NDCG@10 of each (student, origin) with a relevant topic, ranked as `rank_quality`
+    ranks (for intervals over students)."""
+    return ranking_by_group(*_ranked(rows, score, p, relevance), 10)["ndcg"]
+
+
+def _ranked(
+    rows: pd.DataFrame, score: np.ndarray, p: TopicRecommenderParams, relevance: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group per row, the score with mastered topics never shown, the relevance)."""
+    groups = (rows["user_id"] + "@" + rows["origin"].astype(str)).to_numpy()
+    rule = MasteryRule(p.mastery_min_attempts, p.mastery_accuracy)
+    shown = np.where(rule.applies(rows), -np.inf, score)
+    relevant = rows[LABEL].to_numpy() if relevance is None else relevance
+    return groups, shown, relevant
 
 
 def objective(

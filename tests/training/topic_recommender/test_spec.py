@@ -31,6 +31,11 @@ def test_spec_trains_evaluates_and_serves_one_student(
         assert 0.0 < metrics["coverage"] <= 1.0
     assert 0.0 <= report["model"]["ece"] <= 1.0
     assert "ndcg_10" in report["against_truth"]["model"]
+    # The oracle ranks by the true gain: no method can rank these candidates better.
+    truth = report["against_truth"]
+    assert all(truth["oracle"]["ndcg_10"] >= m["ndcg_10"] for m in truth.values())
+    gap = report["gap_closed"]["ndcg_10_against_truth"]
+    assert gap["value"] <= 1.0 and gap["low"] < gap["high"]
     assert outcome.main_metric == "ndcg_10"
     again, markdown = SPEC.evaluate(
         context, dataset, lambda frame: outcome.python_model.predict(None, frame)
