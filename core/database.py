@@ -142,6 +142,18 @@ def check_connection(engine: Engine) -> None:
         ) from exc
 
 
+def dispose_engine(url: str) -> None:
+    """Close one URL's shared engines' pooled connections and forget the engines (a
+    database about to be dropped; a test's throwaway one when the test ends, so a long
+    test session does not hold a pool per database it made)."""
+    key = normalise_url(url).render_as_string(hide_password=False)
+    with _lock:
+        for name in (key, f"{key} (pooled)"):
+            engine = _engines.pop(name, None)
+            if engine is not None:
+                engine.dispose()
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, forked workers)."""
     with _lock:

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from core.database import dispose_engine
 from synthetic.small_source import SMALL_SOURCE_PARAMS, write_small_source_params
 
 if TYPE_CHECKING:
@@ -91,9 +92,13 @@ def make_pg_database() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def pg_url(make_pg_database: Callable[[], str]) -> str:
-    """A fresh, empty PostgreSQL database for one test."""
-    return make_pg_database()
+def pg_url(make_pg_database: Callable[[], str]) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test (its pooled connections closed
+    when the test ends: the server allows 100 clients, and the suite makes hundreds of
+    databases)."""
+    url = make_pg_database()
+    yield url
+    dispose_engine(url)
 
 
 @pytest.fixture
@@ -105,11 +110,12 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.fixture(params=["sqlite", "postgres"])
 def any_url(
     request: pytest.FixtureRequest, tmp_path: Path, make_pg_database: Callable[[], str]
-) -> str:
-    """The same test on SQLite and on the real PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'source.db'}"
-    return make_pg_database()
+) -> Iterator[str]:
+    """The same test on SQLite and on the real PostgreSQL (its engine's connections
+    closed when the test ends, as `pg_url`'s)."""
+    url = f"sqlite:///{tmp_path / 'source.db'}" if request.param == "sqlite" else make_pg_database()
+    yield url
+    dispose_engine(url)
 
 
 def migrated_engine(url: str) -> Engine:
