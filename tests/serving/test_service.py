@@ -254,6 +254,13 @@ def test_models_status_reports_each_model_and_its_traffic(client: TestClient, st
     assert focus["requests"] >= 1 and focus["latency_ms"]["p50"] > 0
 
 
+def without_live_counts(status: dict[str, Any]) -> dict[str, Any]:
+    """A status document less the materialised store's counters, which its background
+    refresh moves between two requests (entries built so far, hits); their names stay."""
+    store = status.get("materialised_inputs")
+    return status | {"materialised_inputs": sorted(store) if isinstance(store, dict) else store}
+
+
 def test_status_fast_path_answers_the_documented_route_after_the_gateway(
     client: TestClient,
 ) -> None:
@@ -266,7 +273,7 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
     with TestClient(views) as direct:  # the FastAPI route itself, no gateway, no fast path
         routed = direct.get("/ml/models/status")
     assert routed.status_code == 200
-    assert fast.json() == routed.json()
+    assert without_live_counts(fast.json()) == without_live_counts(routed.json())
     assert_error(client.get("/api/v1/ml/models/status"), 401, None)
     # The middleware is installed, and answers on its own: the app behind it is never
     # reached for the status (anything else passes through).
@@ -279,7 +286,9 @@ def test_status_fast_path_answers_the_documented_route_after_the_gateway(
         await send({"type": "http.response.body", "body": b""})
 
     bare = TestClient(StatusFastPath(behind))  # no lifespan: HTTP requests only
-    assert bare.get("/api/v1/ml/models/status").json() == routed.json()
+    assert without_live_counts(bare.get("/api/v1/ml/models/status").json()) == (
+        without_live_counts(routed.json())
+    )
     assert bare.get("/api/v1/ml/models/other").status_code == 204
     assert passed == ["/api/v1/ml/models/other"]
 
