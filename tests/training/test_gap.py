@@ -51,9 +51,8 @@ def test_lower_is_better_metrics_use_the_lowest_baseline() -> None:
     assert gap.value == pytest.approx(0.5)
 
 
-def test_the_interval_covers_the_value_and_is_seeded() -> None:
-    rng = np.random.default_rng(3)
-    model_rows = 0.8 + rng.normal(0, 0.3, len(GROUPS))
+def noisy_model(model_rows: np.ndarray) -> Scorer:
+    """Oracle 1, baselines 0.4 and 0.6, the model the mean of its rows' scores."""
 
     def score(picked: np.ndarray) -> dict[str, float]:
         return {
@@ -62,6 +61,15 @@ def test_the_interval_covers_the_value_and_is_seeded() -> None:
             "baseline_strong": 0.6,
             "model": float(model_rows[picked].mean()),
         }
+
+    return score
+
+
+def test_the_interval_covers_the_value_and_is_seeded() -> None:
+    rng = np.random.default_rng(3)
+    model_rows = 0.8 + rng.normal(0, 0.3, len(GROUPS))
+
+    score = noisy_model(model_rows)
 
     first = gap_closed(GROUPS, score, BASELINES, seed=7, resamples=300)
     again = gap_closed(GROUPS, score, BASELINES, seed=7, resamples=300)
@@ -84,13 +92,7 @@ def test_students_are_resampled_whole() -> None:
     rng = np.random.default_rng(5)
     model_rows = 0.8 + np.repeat(rng.normal(0, 0.3, STUDENTS), ROWS_PER_STUDENT)
 
-    def score(picked: np.ndarray) -> dict[str, float]:
-        return {
-            "oracle": 1.0,
-            "baseline_weak": 0.4,
-            "baseline_strong": 0.6,
-            "model": float(model_rows[picked].mean()),
-        }
+    score = noisy_model(model_rows)
 
     by_student = gap_closed(GROUPS, score, BASELINES, seed=7, resamples=300)
     by_row = gap_closed(np.arange(len(GROUPS)), score, BASELINES, seed=7, resamples=300)
