@@ -108,14 +108,16 @@ def topic_test_stats(frames: SourceFrames, as_of: datetime) -> pd.DataFrame:
     # An app that does not time answers leaves the pace missing; the student's own pace
     # (else everyone's) stands in: no evidence of being slow. `slow` and `rushed_wrong`
     # are already 0 for an untimed answer (a comparison with NaN is False).
-    own_pace = pace.groupby(answers["user_id"]).first()
-    stand_in = own_pace.reindex(stats.index.get_level_values("user_id")).to_numpy(dtype=float)
-    stats["seconds_per_mark"] = (
-        stats["seconds_per_mark"]
-        .fillna(pd.Series(stand_in, index=stats.index))
-        .fillna(answers["seconds_per_mark"].median())
-        .fillna(0.0)
-    )
+    # Only then: this builder is on serving's request path, and timed data pays nothing.
+    if stats["seconds_per_mark"].isna().any():
+        own_pace = answers.groupby("user_id")["seconds_per_mark"].median()
+        stand_in = own_pace.reindex(stats.index.get_level_values("user_id")).to_numpy(float)
+        stats["seconds_per_mark"] = (
+            stats["seconds_per_mark"]
+            .fillna(pd.Series(stand_in, index=stats.index))
+            .fillna(answers["seconds_per_mark"].median())
+            .fillna(0.0)
+        )
     stats["accuracy"] = stats["correct"] / stats["attempts"]
     prior = stats["expected"] / stats["attempts"]
     stats["smoothed_accuracy"] = (stats["correct"] + PRIOR_ANSWERS * prior) / (

@@ -25,10 +25,11 @@ SQLITE_CACHE_KIB = 512 * 1024
 def _with_nulls(text: np.ndarray, missing: np.ndarray) -> list[Any]:
     """The values as a list, None where `missing`: numpy spells a missing time as the
     text 'NaT', which a database would store (SQLite) or refuse (PostgreSQL)."""
-    out: list[Any] = text.tolist()
-    for i in np.flatnonzero(missing):
-        out[i] = None
-    return out
+    if not missing.any():
+        return list(text.tolist())
+    out = text.astype(object)
+    out[missing] = None
+    return list(out.tolist())
 
 
 def to_driver_values(values: Column, sql_type: TypeEngine[Any], postgres: bool) -> list[Any]:
